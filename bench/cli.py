@@ -1,0 +1,155 @@
+"""Command line: `bench run | models | losses | datasets`.
+
+Exit codes: 0 success; 2 bad usage or bad input (one line on stderr); 1 anything else;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.config import OPTIMIZERS, PRECISIONS, SCHEDULES, DEVICES, RunConfig
+from bench.datasets import DATASETS
+from bench.errors import UsageError
+from losses import LOSSES, all_hparams
+from models import MODELS
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line and exit code 2, without the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def parse_hparam(text: str) -> float | tuple[float, ...]:
+    """'2' -> 2.0; '0.25,0.75' -> (0.25, 0.75)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
+    p.add_argument("--loss", required=True, help=f"one of: {', '.join(LOSSES)}")
+    p.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}")
+    p.add_argument("--data-root", help="where the dataset lies (folder or .tar.gz); see 'bench datasets'")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="fixes initial weights, val split and batch order")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, help="learning rate (default: " +
+                   ", ".join(f"{k} {v:g}" for k, v in OPTIMIZERS.items()) + ")")
+    p.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS))
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Nesterov)")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--schedule", default="cosine", choices=SCHEDULES)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of train held out for validation")
+    p.add_argument("--limit-train", type=int, help="use this many training images (val is carved from them)")
+    p.add_argument("--limit-test", type=int, help="report on this many test images (stratified)")
+    p.add_argument("--image-size", type=int, help="resize images to this many pixels square")
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--out", default="runs", help="results folder (default: runs/)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    group = p.add_argument_group("loss hyperparameters (see 'bench losses')")
+    for name, hp in all_hparams().items():
+        group.add_argument(
+            "--" + name.replace("_", "-"), dest=f"hp_{name}", type=parse_hparam, help=hp.help
+        )
+
+
+def command_run(args: argparse.Namespace, argv: list[str]) -> int:
+    loss_params = {
+        key[3:]: value for key, value in vars(args).items() if key.startswith("hp_") and value is not None
+    }
+    MODELS.get(args.model), LOSSES.get(args.loss), DATASETS.get(args.dataset)  # name errors first
+    config = RunConfig(
+        model=args.model, loss=args.loss, dataset=args.dataset, loss_params=loss_params,
+        data_root=args.data_root, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
+        weight_decay=args.weight_decay, schedule=args.schedule, val_fraction=args.val_fraction,
+        limit_train=args.limit_train, limit_test=args.limit_test, image_size=args.image_size,
+        augment=args.augment, device=args.device, precision=args.precision,
+    )
+    from bench.report import make_reporter, print_summary
+    from bench.train import run
+
+    record, path = run(config, Path(args.out), make_reporter(args.quiet), command=shlex.join(["bench", *argv]))
+    if not args.quiet:
+        print_summary(record, str(path))
+    return 0 if record["status"] == "completed" else 1
+
+
+def command_models(args: argparse.Namespace, argv: list[str]) -> int:
+    table = Table("model", "description")
+    for name in MODELS.names(args.pattern):
+        table.add_row(name, MODELS.get(name).summary)
+    Console().print(table)
+    return 0
+
+
+def command_losses(args: argparse.Namespace, argv: list[str]) -> int:
+    table = Table("loss", "hyperparameter", "default", "valid range", "tuning range", "description")
+    for name in LOSSES.names(args.pattern):
+        spec = LOSSES.get(name)
+        rows = list(spec.params.items()) or [(None, None)]
+        for i, (key, hp) in enumerate(rows):
+            table.add_row(
+                name if i == 0 else "",
+                "" if key is None else "--" + key.replace("_", "-"),
+                "" if hp is None else ("none" if hp.default is None else f"{hp.default:g}"),
+                "" if hp is None else hp.range_text() + (" per class" if hp.per_class else ""),
+                "" if hp is None or hp.tune is None else
+                f"{hp.tune[0]:g} .. {hp.tune[1]:g}" + (" (log)" if hp.log else ""),
+                spec.summary if i == 0 else "",
+            )
+    Console().print(table)
+    return 0
+
+
+def command_datasets(args: argparse.Namespace, argv: list[str]) -> int:
+    table = Table("dataset", "image size", "description")
+    for name in DATASETS.names(args.pattern):
+        spec = DATASETS.get(name)
+        table.add_row(name, f"{spec.image_size} px", spec.description)
+    Console().print(table)
+    return 0
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="bench", description="Cross image-classification models with loss functions.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    run_parser = sub.add_parser("run", help="train and test one model x loss x dataset")
+    add_run_arguments(run_parser)
+    run_parser.set_defaults(func=command_run)
+    for name, func in (("models", command_models), ("losses", command_losses), ("datasets", command_datasets)):
+        p = sub.add_parser(name, help=f"list the registered {name}")
+        p.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'cnn*'")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args, argv)
+    except UsageError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

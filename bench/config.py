@@ -1,0 +1,73 @@
+"""The frozen description of one run. Everything downstream reads from it, nothing writes to it."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.errors import UsageError
+
+OPTIMIZERS = {"sgd": 0.05, "adamw": 1e-3}  # name -> default learning rate
+SCHEDULES = ("cosine", "step", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    loss: str
+    dataset: str
+    loss_params: dict = field(default_factory=dict)
+    data_root: str | None = None
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float | None = None  # None: the optimizer's default (OPTIMIZERS)
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    val_fraction: float = 0.1
+    limit_train: int | None = None
+    limit_test: int | None = None
+    image_size: int | None = None
+    augment: bool = True
+    device: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.lr is None or self.lr > 0, f"--lr must be greater than 0, got {self.lr}"),
+            (0 < self.val_fraction < 1, f"--val-fraction must lie strictly between 0 and 1, got {self.val_fraction}"),
+            (self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}"),
+            (0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}"),
+            (self.limit_train is None or self.limit_train >= 2, f"--limit-train must be at least 2, got {self.limit_train}"),
+            (self.limit_test is None or self.limit_test >= 1, f"--limit-test must be at least 1, got {self.limit_test}"),
+            (self.image_size is None or self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}"),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+        if self.lr is None:
+            object.__setattr__(self, "lr", OPTIMIZERS[self.optimizer])
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Identity of the experiment: equal for runs that should give the same result."""
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def data_path(self) -> Path | None:
+        return None if self.data_root is None else Path(self.data_root).expanduser()

@@ -1,0 +1,8 @@
+"""Errors that reach the user as one line and an exit code (see the CLI contract)."""
+
+
+class UsageError(Exception):
+    """Bad usage or bad input: the CLI prints the message as one line and exits 2.
+
+    The message says what was wrong and what would be right.
+    """

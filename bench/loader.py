@@ -1,0 +1,64 @@
+"""Batches straight from tensors that hold a whole split: no DataLoader, no per-sample Python.
+
+Batch order and augmentation draws depend only on (seed, epoch), never on the model or the
+loss, so two runs with the same seed see exactly the same batches.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from bench.augment import normalize, random_crop_flip
+from bench.imagefolder import ImageSet
+
+
+class TensorBatches:
+    def __init__(
+        self,
+        data: ImageSet,
+        batch_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+        *,
+        train: bool = False,
+        seed: int = 0,
+        crop_pad: int = 4,
+        channels_last: bool = False,
+    ) -> None:
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.batch_size = batch_size
+        self.mean = torch.tensor(mean, device=device)
+        self.std = torch.tensor(std, device=device)
+        self.train = train
+        self.seed = seed
+        self.crop_pad = crop_pad
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        # Training drops a last partial batch (batch norm cannot train on one sample) unless
+        # the split is smaller than one batch.
+        self.drop_last = train and len(self.labels) > batch_size
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The sample order of `epoch`: a seeded permutation for training, identity otherwise."""
+        if not self.train:
+            return torch.arange(len(self.labels))
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(len(self.labels), generator=generator)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.order(epoch).to(self.labels.device)
+        augment_rng = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 50_000)
+        for i in range(len(self)):
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            images = self.images[index]
+            if self.train and self.crop_pad > 0:
+                images = random_crop_flip(images, self.crop_pad, augment_rng)
+            x = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
+            yield x, self.labels[index]

@@ -1,0 +1,239 @@
+"""One run, top to bottom: config -> data, model, loss -> train/validate each epoch -> test -> record."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.config import RunConfig
+from bench.datasets import DataSplits, prepare_splits
+from bench.errors import UsageError
+from bench.loader import TensorBatches
+from bench.metrics import EvalAccumulator
+from bench.record import RECORD_NAME, SCHEMA_VERSION, environment, utc_now, write_json_atomic
+from bench.report import QuietReporter
+from losses import build_loss, resolve_loss_params
+from models import MODELS
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None: plain fp32
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    @property
+    def precision(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+
+
+def resolve_runtime(device: str, precision: str) -> Runtime:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    if precision == "auto":
+        bf16_ok = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+        return Runtime(dev, torch.bfloat16 if bf16_ok else None)
+    if precision == "fp16" and dev.type != "cuda":
+        raise UsageError("--precision fp16 needs a CUDA GPU; on the CPU use fp32 or bf16")
+    return Runtime(dev, {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> int:
+    """Forward multiply-accumulates for one image (torch's FLOP counter counts 2 per MAC)."""
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, *input_shape, device=device))
+    model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum,
+            weight_decay=config.weight_decay, nesterov=config.momentum > 0,
+        )
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_schedule(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    """Per-step schedule: cosine to zero, x0.1 at 50% and 75% of training, or constant."""
+    if config.schedule == "cosine":
+        factor = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))  # noqa: E731
+    elif config.schedule == "step":
+        factor = lambda step: 0.1 ** ((step >= total_steps // 2) + (step >= total_steps * 3 // 4))  # noqa: E731
+    else:
+        factor = lambda step: 1.0  # noqa: E731
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def evaluate(model, batches: TensorBatches, criterion, num_classes: int, runtime: Runtime) -> EvalAccumulator:
+    model.eval()
+    acc = EvalAccumulator(num_classes, runtime.device)
+    with torch.no_grad():
+        for x, y in batches.epoch(0):
+            with runtime.autocast():
+                logits = model(x)
+            acc.update(logits, y, criterion(logits, y))
+    return acc
+
+
+def new_run_id(config: RunConfig) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    name = f"{config.dataset}_{config.model}_{config.loss}_s{config.seed}_{stamp}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def run(config: RunConfig, out_dir: Path, reporter=None, command: str | None = None) -> tuple[dict, Path]:
+    """Train and test one configuration; returns the record and the path it was written to."""
+    reporter = reporter or QuietReporter()
+    runtime = resolve_runtime(config.device, config.precision)
+    model_spec = MODELS.get(config.model)
+    data = prepare_splits(
+        config.dataset, config.data_path, config.seed, config.val_fraction,
+        config.limit_train, config.limit_test, config.image_size,
+    )
+    num_classes = len(data.class_names)
+    loss_params = resolve_loss_params(config.loss, config.loss_params, num_classes)
+    criterion = build_loss(config.loss, loss_params).to(runtime.device)
+
+    torch.manual_seed(config.seed)  # same seed -> same initial weights, whatever the loss
+    try:
+        model = model_spec.build(data.input_shape, num_classes)
+    except ValueError as exc:
+        raise UsageError(f"model {config.model} cannot take {data.input_shape} inputs: {exc}") from None
+    memory_format = torch.channels_last if model_spec.convolutional else torch.contiguous_format
+    model = model.to(runtime.device, memory_format=memory_format)
+
+    run_id = new_run_id(config)
+    path = out_dir / run_id / RECORD_NAME
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "config_hash": config.config_hash(),
+        "status": "running",
+        "started": utc_now(),
+        "command": command,
+        "config": {**config.to_dict(), "loss_params": loss_params, "precision": runtime.precision},
+        "dataset": {
+            "name": data.name, "class_names": data.class_names, "input_shape": list(data.input_shape),
+            "splits": data.sizes(), "mean": list(data.mean), "std": list(data.std),
+        },
+        "model": {
+            "params": sum(p.numel() for p in model.parameters()),
+            "macs": count_macs(model, data.input_shape, runtime.device),
+        },
+        "history": [],
+        "metrics": {},
+        "env": environment(runtime.device),
+    }
+    try:
+        train_and_test(config, data, model, criterion, runtime, record, reporter, memory_format)
+    except KeyboardInterrupt:
+        record.update(status="interrupted", reason="interrupted by the user")
+        raise
+    except Exception as exc:
+        record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        reporter.close()
+        record["finished"] = utc_now()
+        write_json_atomic(path, record)
+    return record, path
+
+
+def train_and_test(
+    config: RunConfig, data: DataSplits, model: nn.Module, criterion: nn.Module,
+    runtime: Runtime, record: dict, reporter, memory_format: torch.memory_format,
+) -> None:
+    channels_last = memory_format == torch.channels_last
+    batches = dict(
+        batch_size=config.batch_size, mean=data.mean, std=data.std,
+        device=runtime.device, channels_last=channels_last,
+    )
+    train_batches = TensorBatches(
+        data.train, train=True, seed=config.seed, crop_pad=4 if config.augment else 0, **batches
+    )
+    val_batches = TensorBatches(data.val, **batches)
+    num_classes = len(data.class_names)
+    optimizer = make_optimizer(config, model)
+    total_steps = config.epochs * len(train_batches)
+    schedule = make_schedule(config, optimizer, total_steps)
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
+
+    reporter.start(f"{config.model} x {config.loss}", config.epochs, len(train_batches))
+    train_seconds, images_seen = 0.0, 0
+    for epoch in range(config.epochs):
+        model.train()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
+        correct = torch.zeros((), dtype=torch.long, device=runtime.device)
+        first_bad_step = torch.full((), -1, dtype=torch.long, device=runtime.device)
+        lr = optimizer.param_groups[0]["lr"]
+        for step, (x, y) in enumerate(train_batches.epoch(epoch)):
+            with runtime.autocast():
+                logits = model(x)
+                loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            # Bookkeeping stays on the device: no host sync inside the epoch.
+            bad = ~torch.isfinite(loss.detach())
+            first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
+            loss_sum += loss.detach().double() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            reporter.step()
+        if runtime.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        train_seconds += seconds
+        n_train = len(train_batches) * config.batch_size if train_batches.drop_last else len(data.train)
+        images_seen += n_train
+        if first_bad_step.item() >= 0:
+            record.update(
+                status="diverged",
+                reason=f"non-finite training loss at epoch {epoch + 1}, step {first_bad_step.item() + 1}",
+                diverged_at={"epoch": epoch + 1, "step": first_bad_step.item() + 1},
+            )
+            break
+        val = evaluate(model, val_batches, criterion, num_classes, runtime).summary()
+        entry = {
+            "epoch": epoch + 1,
+            "train_loss": (loss_sum / n_train).item(),
+            "train_acc": (correct / n_train).item(),
+            "val_loss": val["loss"],
+            "val_acc": val["accuracy"],
+            "lr": lr,
+            "seconds": seconds,
+        }
+        record["history"].append(entry)
+        reporter.epoch(entry)
+
+    record["timing"] = {
+        "train_seconds": train_seconds,
+        "train_images_per_sec": images_seen / train_seconds if train_seconds else 0.0,
+    }
+    if record["status"] == "running":
+        test_batches = TensorBatches(data.test, **batches)
+        record["metrics"]["test"] = evaluate(model, test_batches, criterion, num_classes, runtime).result(
+            data.class_names
+        )
+        record["status"] = "completed"
