@@ -85,7 +85,7 @@ class EvalAccumulator:
         cm = self.confusion.view(self.num_classes, self.num_classes)
         return {
             "loss": (self.loss_sum / max(self.n, 1)).item(),
-            "accuracy": (cm.diagonal().sum() / max(self.n, 1)).item(),
+            "accuracy": int(cm.diagonal().sum()) / max(self.n, 1),
         }
 
     def result(self, class_names: list[str]) -> dict:
