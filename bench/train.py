@@ -218,7 +218,7 @@ def train_and_test(
         entry = {
             "epoch": epoch + 1,
             "train_loss": (loss_sum / n_train).item(),
-            "train_acc": (correct / n_train).item(),
+            "train_acc": correct.item() / n_train,
             "val_loss": val["loss"],
             "val_acc": val["accuracy"],
             "lr": lr,
