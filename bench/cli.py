@@ -28,12 +28,13 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
 
 
-def parse_hparam(text: str) -> float | tuple[float, ...]:
-    """'2' -> 2.0; '0.25,0.75' -> (0.25, 0.75)."""
+def parse_hparam(text: str) -> float | str | tuple[float, ...]:
+    """'2' -> 2.0; '0.25,0.75' -> (0.25, 0.75); anything else stays a word ('balanced'), which
+    the loss's declared hyperparameter then accepts or rejects."""
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}")
+        return text
     return values[0] if len(values) == 1 else values
 
 
@@ -56,6 +57,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-test", type=int, help="report on this many test images (stratified)")
     p.add_argument("--image-size", type=int, help="resize images to this many pixels square")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
+    p.add_argument("--allow-prob-outputs", action="store_true",
+                   help="train a model whose outputs look like probabilities (normally refused)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--out", default="runs", help="results folder (default: runs/)")
@@ -78,7 +81,7 @@ def command_run(args: argparse.Namespace, argv: list[str]) -> int:
         lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         weight_decay=args.weight_decay, schedule=args.schedule, val_fraction=args.val_fraction,
         limit_train=args.limit_train, limit_test=args.limit_test, image_size=args.image_size,
-        augment=args.augment, device=args.device, precision=args.precision,
+        augment=args.augment, allow_prob_outputs=args.allow_prob_outputs, device=args.device, precision=args.precision,
     )
     from bench.report import make_reporter, print_summary
     from bench.train import run
@@ -98,20 +101,16 @@ def command_models(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def command_losses(args: argparse.Namespace, argv: list[str]) -> int:
-    table = Table("loss", "hyperparameter", "default", "valid range", "tuning range", "description")
+    table = Table("loss", "hyperparameter", "default", "valid", "tuning range", "description")
+    for column in table.columns[:5]:
+        column.no_wrap = True
     for name in LOSSES.names(args.pattern):
         spec = LOSSES.get(name)
-        rows = list(spec.params.items()) or [(None, None)]
+        rows = list(spec.params.items()) or [("", None)]
         for i, (key, hp) in enumerate(rows):
-            table.add_row(
-                name if i == 0 else "",
-                "" if key is None else "--" + key.replace("_", "-"),
-                "" if hp is None else ("none" if hp.default is None else f"{hp.default:g}"),
-                "" if hp is None else hp.range_text() + (" per class" if hp.per_class else ""),
-                "" if hp is None or hp.tune is None else
-                f"{hp.tune[0]:g} .. {hp.tune[1]:g}" + (" (log)" if hp.log else ""),
-                spec.summary if i == 0 else "",
-            )
+            cells = ["", "", ""] if hp is None else [hp.default_text(), hp.range_text(), hp.tune_text()]
+            flag = "--" + key.replace("_", "-") if key else ""
+            table.add_row(name if i == 0 else "", flag, *cells, spec.summary if i == 0 else "")
     Console().print(table)
     return 0
 

@@ -36,6 +36,7 @@ class RunConfig:
     limit_test: int | None = None
     image_size: int | None = None
     augment: bool = True
+    allow_prob_outputs: bool = False
     device: str = "auto"
     precision: str = "auto"
 

@@ -63,6 +63,23 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], device: torch.dev
     return counter.get_total_flops() // 2
 
 
+def check_outputs_are_logits(model: nn.Module, data: DataSplits, name: str, device: torch.device) -> None:
+    """Refuse a model whose outputs are probabilities: every loss applies its own softmax, and a
+    softmax inside the model too (the double-softmax bug) saturates the gradients."""
+    batch = TensorBatches(data.train.subset(torch.arange(min(64, len(data.train)))), 64, data.mean, data.std, device)
+    x, _ = next(batch.epoch(0))
+    with torch.no_grad():
+        was_training = model.training
+        out = model.eval()(x).float()
+        model.train(was_training)
+    if (out >= 0).all() and torch.allclose(out.sum(1), torch.ones(len(out), device=device), atol=1e-3):
+        raise UsageError(
+            f"model {name} outputs probabilities (non-negative, rows sum to 1), but losses take raw "
+            "logits and apply their own softmax (a double softmax); return logits, or pass "
+            "--allow-prob-outputs to train it anyway"
+        )
+
+
 def make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(
@@ -111,7 +128,8 @@ def run(config: RunConfig, out_dir: Path, reporter=None, command: str | None = N
     )
     num_classes = len(data.class_names)
     loss_params = resolve_loss_params(config.loss, config.loss_params, num_classes)
-    criterion = build_loss(config.loss, loss_params).to(runtime.device)
+    class_counts = torch.bincount(data.train.labels, minlength=num_classes).tolist()
+    criterion = build_loss(config.loss, loss_params, class_counts).to(runtime.device)
 
     torch.manual_seed(config.seed)  # same seed -> same initial weights, whatever the loss
     try:
@@ -120,6 +138,8 @@ def run(config: RunConfig, out_dir: Path, reporter=None, command: str | None = N
         raise UsageError(f"model {config.model} cannot take {data.input_shape} inputs: {exc}") from None
     memory_format = torch.channels_last if model_spec.convolutional else torch.contiguous_format
     model = model.to(runtime.device, memory_format=memory_format)
+    if not config.allow_prob_outputs:
+        check_outputs_are_logits(model, data, config.model, runtime.device)
 
     run_id = new_run_id(config)
     path = out_dir / run_id / RECORD_NAME

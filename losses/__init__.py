@@ -16,12 +16,15 @@ from torch import nn
 from bench.errors import UsageError
 from bench.registry import Registry
 
-HParamValue = float | tuple[float, ...] | None
+HParamValue = float | str | tuple[float, ...] | None
 
 
 @dataclass(frozen=True)
 class HParam:
-    """One loss hyperparameter: default, valid range (inclusive unless open) and tuning range."""
+    """One loss hyperparameter: default, valid range (inclusive unless open) and tuning range.
+
+    `choices` are words accepted besides numbers (`numeric=False`: words only).
+    """
 
     default: HParamValue
     low: float = -math.inf
@@ -31,16 +34,36 @@ class HParam:
     tune: tuple[float, float] | None = None
     log: bool = False
     per_class: bool = False
+    choices: tuple[str, ...] = ()
+    numeric: bool = True
     help: str = ""
 
+    def default_text(self) -> str:
+        if self.default is None:
+            return "none"
+        return self.default if isinstance(self.default, str) else f"{self.default:g}"
+
+    def tune_text(self) -> str:
+        if self.tune is None:
+            return ""
+        return f"{self.tune[0]:g} .. {self.tune[1]:g}" + (" (log)" if self.log else "")
+
     def range_text(self) -> str:
+        words = " | ".join(self.choices)
+        if not self.numeric:
+            return words
         left = "(" if self.low_open else "["
         right = ")" if self.high_open or self.high == math.inf else "]"
-        return f"{left}{self.low:g}, {self.high:g}{right}"
+        numbers = f"{left}{self.low:g}, {self.high:g}{right}" + (" per class" if self.per_class else "")
+        return f"{words} | {numbers}" if words else numbers
 
     def check(self, name: str, value: HParamValue, num_classes: int) -> HParamValue:
         if value is None:
             return None
+        if isinstance(value, str) or not self.numeric:
+            if value not in self.choices:
+                raise UsageError(f"{name} must be {self.range_text()}, got {value!r}")
+            return value
         values = value if isinstance(value, tuple) else (value,)
         if isinstance(value, tuple):
             if not self.per_class:
@@ -62,19 +85,31 @@ class LossSpec:
     name: str
     cls: type[nn.Module]
     params: dict[str, HParam] = field(default_factory=dict)
+    needs_class_counts: bool = False  # the constructor takes `class_counts` of the training split
 
     @property
     def summary(self) -> str:
-        doc = (self.cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        """The docstring's first paragraph on one line."""
+        return " ".join((self.cls.__doc__ or "").strip().split("\n\n")[0].split())
 
 
 LOSSES: Registry[LossSpec] = Registry("loss")
 
 
-def register_loss(name: str, params: dict[str, HParam] | None = None):
-    """Class decorator adding a loss to the registry under `name`."""
-    return LOSSES.decorator(name, lambda cls: LossSpec(name, cls, dict(params or {})))
+def register_loss(
+    name: str,
+    params: dict[str, HParam] | None = None,
+    aliases: tuple[str, ...] = (),
+    needs_class_counts: bool = False,
+):
+    """Class decorator adding a loss to the registry under `name` (and each alias)."""
+
+    def register(cls: type[nn.Module]) -> type[nn.Module]:
+        for key in (name, *aliases):
+            LOSSES.add(key, LossSpec(key, cls, dict(params or {}), needs_class_counts))
+        return cls
+
+    return register
 
 
 def resolve_loss_params(name: str, given: dict[str, HParamValue], num_classes: int) -> dict:
@@ -91,9 +126,19 @@ def resolve_loss_params(name: str, given: dict[str, HParamValue], num_classes: i
     return {k: spec.params[k].check(k, v, num_classes) for k, v in resolved.items()}
 
 
-def build_loss(name: str, params: dict[str, HParamValue]) -> nn.Module:
-    """Instantiate a registered loss with already-resolved hyperparameters."""
-    return LOSSES.get(name).cls(**params)
+def build_loss(
+    name: str, params: dict[str, HParamValue], class_counts: Sequence[int] | None = None
+) -> nn.Module:
+    """Instantiate a registered loss with already-resolved hyperparameters.
+
+    Losses that weight classes by frequency get the training split's `class_counts`.
+    """
+    spec = LOSSES.get(name)
+    if not spec.needs_class_counts:
+        return spec.cls(**params)
+    if class_counts is None:
+        raise ValueError(f"loss {name!r} needs the training split's class counts")
+    return spec.cls(**params, class_counts=tuple(int(c) for c in class_counts))
 
 
 def all_hparams() -> dict[str, HParam]:
@@ -105,10 +150,4 @@ def all_hparams() -> dict[str, HParam]:
     return merged
 
 
-def as_tuple(values: Sequence[float] | float | None) -> HParamValue:
-    if values is None or isinstance(values, (int, float)):
-        return None if values is None else float(values)
-    return tuple(float(v) for v in values)
-
-
-from losses import classic  # noqa: E402,F401  (fills the registry)
+from losses import classic, imbalance, one_vs_all, robust  # noqa: E402,F401  (fill the registry)

@@ -1,4 +1,4 @@
-"""The losses of the seed reports: cross-entropy, focal and L1 (MAE) on probabilities."""
+"""Softmax losses: cross-entropy, focal, PolyLoss, the probability-space L1 and Brier, hinge."""
 
 from __future__ import annotations
 
@@ -7,24 +7,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from losses import HParam, register_loss
+from losses.functional import (
+    balanced_weights, class_weights, focal_per_sample, log_probs, one_hot, target_log_prob, upcast, weighted_mean,
+)
 
 ALPHA = HParam(
     None, low=0.0, low_open=True, per_class=True,
     help="class weight: one number for every class, or one per class (comma-separated)",
 )
-
-
-def class_weights(alpha: float | tuple[float, ...] | None) -> torch.Tensor | None:
-    """Per-class weights as a buffer-able tensor (a scalar alpha is kept as a 0-d tensor)."""
-    return None if alpha is None else torch.tensor(alpha, dtype=torch.float32)
-
-
-def weighted_mean(per_sample: torch.Tensor, targets: torch.Tensor, alpha: torch.Tensor | None):
-    """Mean over the batch, each sample weighted by its class's alpha when given."""
-    if alpha is None:
-        return per_sample.mean()
-    weight = alpha if alpha.dim() == 0 else alpha.to(per_sample.device)[targets]
-    return (per_sample * weight).mean()
 
 
 @register_loss(
@@ -33,18 +23,31 @@ def weighted_mean(per_sample: torch.Tensor, targets: torch.Tensor, alpha: torch.
         "label_smoothing": HParam(
             0.0, low=0.0, high=1.0, high_open=True, tune=(0.0, 0.3),
             help="mass spread uniformly over all classes",
-        )
+        ),
+        "class_weights": HParam(
+            None, low=0.0, low_open=True, per_class=True, choices=("balanced",),
+            help="'balanced' (N / (C n_c) from the training split) or one weight per class",
+        ),
     },
+    needs_class_counts=True,
 )
 class CrossEntropy(nn.Module):
-    """Softmax cross-entropy: -log p_y, optionally against label-smoothed targets."""
+    """Softmax cross-entropy: -sum_k q_k log p_k, q one-hot or label-smoothed; optional class weights.
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
+    With class weights w the mean is sum_i w_{y_i} l_i / sum_i w_{y_i}, as torch computes it.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, class_weights=None, class_counts=()) -> None:
         super().__init__()
         self.label_smoothing = label_smoothing
+        if class_weights == "balanced":
+            class_weights = balanced_weights(class_counts)
+        self.register_buffer("weight", None if class_weights is None else torch.tensor(class_weights), persistent=False)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+        x = upcast(logits)
+        weight = None if self.weight is None else self.weight.to(x.dtype)
+        return F.cross_entropy(x, targets, weight=weight, label_smoothing=self.label_smoothing)
 
 
 @register_loss(
@@ -57,30 +60,62 @@ class CrossEntropy(nn.Module):
 class FocalLoss(nn.Module):
     """Multi-class focal loss (Lin et al. 2017): -alpha_y (1 - p_y)^gamma log p_y."""
 
-    def __init__(self, gamma: float = 2.0, alpha: float | tuple[float, ...] | None = None) -> None:
+    def __init__(self, gamma: float = 2.0, alpha=None) -> None:
         super().__init__()
         self.gamma = gamma
         self.register_buffer("alpha", class_weights(alpha), persistent=False)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        log_p = F.log_softmax(logits.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
-        per_sample = -log_p
-        if self.gamma > 0:
-            # 1 - p computed as -expm1(log p) keeps precision near p = 1; the clamp keeps the
-            # gradient of (1 - p)^gamma finite there when gamma < 1.
-            one_minus_p = (-torch.expm1(log_p)).clamp_min(1e-12)
-            per_sample = one_minus_p.pow(self.gamma) * per_sample
-        return weighted_mean(per_sample, targets, self.alpha)
+        return weighted_mean(focal_per_sample(logits, targets, self.gamma), targets, self.alpha)
 
 
-@register_loss("l1")
+@register_loss(
+    "poly1",
+    params={"epsilon": HParam(1.0, low=-1.0, tune=(-1.0, 5.0), help="weight of the (1 - p_y) term; 0 is ce")},
+)
+class Poly1Loss(nn.Module):
+    """Poly-1 (Leng et al. 2022, PolyLoss): -log p_y + epsilon (1 - p_y)."""
+
+    def __init__(self, epsilon: float = 1.0) -> None:
+        super().__init__()
+        self.epsilon = epsilon
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        log_p = target_log_prob(logits, targets)
+        return (-log_p + self.epsilon * (1 - log_p.exp())).mean()
+
+
+@register_loss("l1", aliases=("mae",))
 class L1Loss(nn.Module):
     """Mean absolute error between softmax probabilities and one-hot targets (MAE).
 
-    Averaged over samples and classes, as `nn.L1Loss` on probabilities would be.
+    Averaged over samples and classes, as `nn.L1Loss` on probabilities is: (2/C) mean (1 - p_y).
     """
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        probs = logits.float().softmax(dim=1)
-        one_hot = F.one_hot(targets, probs.shape[1]).to(probs.dtype)
-        return (probs - one_hot).abs().mean()
+        probs = log_probs(logits).exp()
+        return (probs - one_hot(targets, probs)).abs().mean()
+
+
+@register_loss("brier", aliases=("mse",))
+class BrierLoss(nn.Module):
+    """Brier score: sum_k (p_k - y_k)^2 per sample, averaged over samples (squared error on probabilities)."""
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        probs = log_probs(logits).exp()
+        return (probs - one_hot(targets, probs)).square().sum(1).mean()
+
+
+@register_loss(
+    "hinge",
+    params={"margin": HParam(1.0, low=0.0, low_open=True, tune=(0.1, 5.0), log=True, help="required logit margin")},
+)
+class MultiMarginLoss(nn.Module):
+    """Multi-class hinge (Weston & Watkins 1999): sum_{k != y} max(0, margin - s_y + s_k) / C."""
+
+    def __init__(self, margin: float = 1.0) -> None:
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.multi_margin_loss(upcast(logits), targets, margin=self.margin)

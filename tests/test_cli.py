@@ -31,7 +31,7 @@ def assert_usage_error(result, *fragments):
         (["--model", "cnn", "--loss", "ce", "--val-fraction", "1"], ["--val-fraction must lie strictly between 0 and 1"]),
         (["--model", "cnn", "--loss", "ce", "--val-fraction", "0"], ["--val-fraction must lie strictly between 0 and 1"]),
         (["--model", "cnn", "--loss", "ce", "--epochs", "two"], ["invalid int value: 'two'"]),
-        (["--model", "cnn", "--loss", "focal", "--gamma", "x"], ["expected a number"]),
+        (["--model", "cnn", "--loss", "focal", "--gamma", "x"], ["gamma must be [0, inf), got 'x'"]),
     ],
 )
 def test_bad_run_arguments_exit_2_with_one_line(cli, args, fragments, tmp_path):

@@ -1,6 +1,7 @@
 """End-to-end runs on real images: the bundled sample and the CIFAR-10 archive in ../shared."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -10,6 +11,8 @@ import torch
 import bench.train
 from bench.config import RunConfig
 from bench.train import run
+from losses import LOSSES
+from models import MODELS, ModelSpec
 
 RECORD_KEYS = {"schema_version", "run_id", "status", "config", "dataset", "model", "history", "metrics", "timing", "env"}
 TEST_KEYS = {"loss", "accuracy", "macro_f1", "nll", "ece", "per_class", "confusion_matrix"}
@@ -62,7 +65,7 @@ def test_same_seed_gives_same_init_and_batches_for_every_loss(tmp_path, monkeypa
     real_build = bench.train.build_loss
     monkeypatch.setattr(
         bench.train, "build_loss",
-        lambda name, params: Spy(real_build(name, params), seen.setdefault(name, {"targets": []})),
+        lambda name, params, counts: Spy(real_build(name, params, counts), seen.setdefault(name, {"targets": []})),
     )
     for loss in ("ce", "focal", "l1"):
         config = RunConfig(model="cnn-tiny", loss=loss, dataset="cifar10-sample", epochs=2,
@@ -97,3 +100,32 @@ def test_l1_stays_far_below_ce_and_focal_with_cnn_tiny(tmp_path, cifar10_archive
         acc[loss] = run(config, tmp_path)[0]["metrics"]["test"]["accuracy"]
     assert acc["ce"] > 0.3 and acc["focal"] > 0.3
     assert acc["l1"] < min(acc["ce"], acc["focal"]) - 0.15, acc
+
+
+@pytest.mark.parametrize("loss", LOSSES.names())
+def test_every_loss_trains_cnn_tiny_one_epoch_without_nan(loss, tmp_path):
+    config = RunConfig(model="cnn-tiny", loss=loss, dataset="cifar10-sample", epochs=1, limit_train=2000)
+    record = run(config, tmp_path)[0]
+    assert record["status"] == "completed", record.get("reason")
+    values = [record["history"][0][k] for k in ("train_loss", "val_loss")] + [record["metrics"]["test"]["loss"]]
+    assert all(math.isfinite(v) for v in values), values
+
+
+@pytest.fixture
+def softmax_model():
+    """A model with a softmax inside: the double-softmax bug of the seed report 003."""
+    name = "test-softmax-mlp"
+    if name not in MODELS:
+        MODELS.add(name, ModelSpec(name, lambda shape, k: torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(math.prod(shape), k), torch.nn.Softmax(dim=1)), False))
+    return name
+
+
+def test_probability_outputs_are_caught_and_named(cli, softmax_model, tmp_path):
+    code, _, err = cli("run", "--model", softmax_model, "--loss", "ce", "--dataset", "cifar10-sample",
+                       "--epochs", "1", "--limit-train", "300", "--quiet", "--out", str(tmp_path))
+    assert code == 2 and "outputs probabilities" in err and "double softmax" in err and "--allow-prob-outputs" in err
+    code, _, err = cli("run", "--model", softmax_model, "--loss", "ce", "--dataset", "cifar10-sample",
+                       "--epochs", "1", "--limit-train", "300", "--quiet", "--out", str(tmp_path),
+                       "--allow-prob-outputs")
+    assert code == 0, err
