@@ -14,8 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.config import OPTIMIZERS, PRECISIONS, SCHEDULES, DEVICES, RunConfig
-from bench.datasets import DATASETS
+from bench.config import DEVICES, NOISE_TYPES, OPTIMIZERS, PRECISIONS, SCHEDULES, RunConfig
+from bench.datasets import DATASETS, get_dataset
 from bench.errors import UsageError
 from losses import LOSSES, all_hparams
 from models import MODELS
@@ -41,7 +41,7 @@ def parse_hparam(text: str) -> float | str | tuple[float, ...]:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
     p.add_argument("--loss", required=True, help=f"one of: {', '.join(LOSSES)}")
-    p.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}")
+    p.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}, or folder:PATH")
     p.add_argument("--data-root", help="where the dataset lies (folder or .tar.gz); see 'bench datasets'")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="fixes initial weights, val split and batch order")
@@ -56,6 +56,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-train", type=int, help="use this many training images (val is carved from them)")
     p.add_argument("--limit-test", type=int, help="report on this many test images (stratified)")
     p.add_argument("--image-size", type=int, help="resize images to this many pixels square")
+    p.add_argument("--split-seed", type=int, default=0, help="fixes protocol splits (imagenet10 3:1:1, folder 4:1)")
+    p.add_argument("--classes", help="comma-separated class folders (wnids) to use, for imagenet10")
+    p.add_argument("--imbalance", type=float, help="long-tailed train split: largest / smallest class = R")
+    p.add_argument("--label-noise", type=float, default=0.0, help="fraction of training labels flipped")
+    p.add_argument("--noise-type", default="symmetric", choices=NOISE_TYPES)
+    p.add_argument("--skip-bad-images", action="store_true", help="leave unreadable images out (counted)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
     p.add_argument("--allow-prob-outputs", action="store_true",
                    help="train a model whose outputs look like probabilities (normally refused)")
@@ -74,14 +80,16 @@ def command_run(args: argparse.Namespace, argv: list[str]) -> int:
     loss_params = {
         key[3:]: value for key, value in vars(args).items() if key.startswith("hp_") and value is not None
     }
-    MODELS.get(args.model), LOSSES.get(args.loss), DATASETS.get(args.dataset)  # name errors first
+    MODELS.get(args.model), LOSSES.get(args.loss), get_dataset(args.dataset)  # name errors first
     config = RunConfig(
         model=args.model, loss=args.loss, dataset=args.dataset, loss_params=loss_params,
         data_root=args.data_root, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
         weight_decay=args.weight_decay, schedule=args.schedule, val_fraction=args.val_fraction,
         limit_train=args.limit_train, limit_test=args.limit_test, image_size=args.image_size,
-        augment=args.augment, allow_prob_outputs=args.allow_prob_outputs, device=args.device, precision=args.precision,
+        split_seed=args.split_seed, classes=tuple(args.classes.split(",")) if args.classes else (),
+        imbalance=args.imbalance, label_noise=args.label_noise, noise_type=args.noise_type,
+        skip_bad_images=args.skip_bad_images, augment=args.augment, allow_prob_outputs=args.allow_prob_outputs, device=args.device, precision=args.precision,
     )
     from bench.report import make_reporter, print_summary
     from bench.train import run

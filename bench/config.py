@@ -14,6 +14,7 @@ OPTIMIZERS = {"sgd": 0.05, "adamw": 1e-3}  # name -> default learning rate
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NOISE_TYPES = ("symmetric", "asymmetric")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,12 @@ class RunConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     image_size: int | None = None
+    split_seed: int = 0
+    classes: tuple[str, ...] = ()
+    imbalance: float | None = None
+    label_noise: float = 0.0
+    noise_type: str = "symmetric"
+    skip_bad_images: bool = False
     augment: bool = True
     allow_prob_outputs: bool = False
     device: str = "auto"
@@ -51,6 +58,9 @@ class RunConfig:
             (self.limit_train is None or self.limit_train >= 2, f"--limit-train must be at least 2, got {self.limit_train}"),
             (self.limit_test is None or self.limit_test >= 1, f"--limit-test must be at least 1, got {self.limit_test}"),
             (self.image_size is None or self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}"),
+            (self.imbalance is None or self.imbalance >= 1, f"--imbalance must be at least 1, got {self.imbalance}"),
+            (0 <= self.label_noise < 1, f"--label-noise must lie in [0, 1), got {self.label_noise}"),
+            (self.noise_type in NOISE_TYPES, f"--noise-type must be one of {', '.join(NOISE_TYPES)}, got {self.noise_type!r}"),
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}"),

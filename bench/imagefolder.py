@@ -86,19 +86,24 @@ def _decode(data: bytes, size: int) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def _decode_tree(source: Path, splits: tuple[str, ...], size: int) -> dict[str, dict]:
+def _decode_tree(source: Path, splits: tuple[str, ...], size: int, skip_bad: bool) -> dict[str, dict]:
     walk = _walk_archive if is_archive(source) else _walk_folder
     found: dict[str, dict[str, list]] = {s: {} for s in splits}
     bad: list[str] = []
+    if not is_archive(source):  # an empty class folder is a mistake, not a class with no images
+        for split in splits:
+            for class_dir in (source / split).iterdir():
+                if class_dir.is_dir() and not any(f.suffix.lower() in IMAGE_SUFFIXES for f in class_dir.iterdir()):
+                    raise UsageError(f"class folder {class_dir} holds no images; remove it or add images")
     for split, cls, name, data in walk(source, splits):
         try:
             found[split].setdefault(cls, []).append(_decode(data, size))
-        except (UnidentifiedImageError, OSError, ValueError):
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             bad.append(name)
-    if bad:
+    if bad and not skip_bad:
         raise UsageError(
             f"{len(bad)} unreadable image file(s) in {source}, first: {', '.join(bad[:3])}; "
-            "remove or replace them"
+            "remove or replace them, or pass --skip-bad-images"
         )
     empty = [s for s in splits if not found[s]]
     if empty:
@@ -114,36 +119,48 @@ def _decode_tree(source: Path, splits: tuple[str, ...], size: int) -> dict[str, 
         arrays = [np.stack(found[split][c]) for c in class_names]
         labels = np.concatenate([np.full(len(a), i, dtype=np.int64) for i, a in enumerate(arrays)])
         out[split] = {"images": np.concatenate(arrays), "labels": labels}
-    return {"splits": out, "class_names": class_names}
+    return {"splits": out, "class_names": class_names, "skipped": bad}
 
 
-def _cache_key(source: Path, splits: tuple[str, ...], size: int) -> str:
+def _cache_key(source: Path, splits: tuple[str, ...], size: int, skip_bad: bool) -> str:
     stat = source.stat()
-    ident = [CACHE_FORMAT, str(source.resolve()), stat.st_size, stat.st_mtime_ns, splits, size]
+    ident = [CACHE_FORMAT, str(source.resolve()), stat.st_size, stat.st_mtime_ns, splits, size, skip_bad]
     return hashlib.sha1(json.dumps(ident).encode()).hexdigest()[:16]
 
 
-def load_image_tree(source: Path, splits: tuple[str, ...], size: int) -> dict[str, ImageSet]:
-    """Decode (or load from cache) every image of `source` at `size` x `size` pixels."""
-    folder = cache_root() / "decoded" / f"{source.name}-{size}px-{_cache_key(source, splits, size)}"
+@dataclass
+class DecodedTree:
+    splits: dict[str, ImageSet]
+    skipped: list[str]  # unreadable files left out (only with skip_bad)
+
+
+def load_image_tree(source: Path, splits: tuple[str, ...], size: int, skip_bad: bool = False) -> DecodedTree:
+    """Decode (or load from cache) every image of `source` at `size` x `size` pixels.
+
+    `source` is a folder or a .tar.gz holding SPLIT/<class>/<image> for each of `splits`.
+    """
+    key = _cache_key(source, splits, size, skip_bad)
+    folder = cache_root() / "decoded" / f"{source.name}-{size}px-{key}"
     if not (folder / "meta.json").exists():
-        decoded = _decode_tree(source, splits, size)
+        decoded = _decode_tree(source, splits, size, skip_bad)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
         for split, arrays in decoded["splits"].items():
             np.save(tmp / f"{split}-images.npy", arrays["images"])
             np.save(tmp / f"{split}-labels.npy", arrays["labels"])
-        (tmp / "meta.json").write_text(json.dumps({"class_names": decoded["class_names"]}))
+        meta = {"class_names": decoded["class_names"], "skipped": decoded["skipped"]}
+        (tmp / "meta.json").write_text(json.dumps(meta))
         try:
             tmp.rename(folder)
         except OSError:  # another process cached it first
             shutil.rmtree(tmp, ignore_errors=True)
-    class_names = json.loads((folder / "meta.json").read_text())["class_names"]
-    return {
+    meta = json.loads((folder / "meta.json").read_text())
+    sets = {
         split: ImageSet(
             torch.from_numpy(np.load(folder / f"{split}-images.npy")),
             torch.from_numpy(np.load(folder / f"{split}-labels.npy")),
-            class_names,
+            meta["class_names"],
         )
         for split in splits
     }
+    return DecodedTree(sets, meta["skipped"])

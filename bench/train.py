@@ -122,14 +122,10 @@ def run(config: RunConfig, out_dir: Path, reporter=None, command: str | None = N
     reporter = reporter or QuietReporter()
     runtime = resolve_runtime(config.device, config.precision)
     model_spec = MODELS.get(config.model)
-    data = prepare_splits(
-        config.dataset, config.data_path, config.seed, config.val_fraction,
-        config.limit_train, config.limit_test, config.image_size,
-    )
+    data = prepare_splits(config)
     num_classes = len(data.class_names)
     loss_params = resolve_loss_params(config.loss, config.loss_params, num_classes)
-    class_counts = torch.bincount(data.train.labels, minlength=num_classes).tolist()
-    criterion = build_loss(config.loss, loss_params, class_counts).to(runtime.device)
+    criterion = build_loss(config.loss, loss_params, data.class_counts()).to(runtime.device)
 
     torch.manual_seed(config.seed)  # same seed -> same initial weights, whatever the loss
     try:
@@ -154,6 +150,10 @@ def run(config: RunConfig, out_dir: Path, reporter=None, command: str | None = N
         "dataset": {
             "name": data.name, "class_names": data.class_names, "input_shape": list(data.input_shape),
             "splits": data.sizes(), "mean": list(data.mean), "std": list(data.std),
+            "train_class_counts": data.class_counts(),
+            "imbalance": config.imbalance, "label_noise": config.label_noise,
+            "noise_type": config.noise_type if config.label_noise else None,
+            "skipped_images": data.skipped_images,
         },
         "model": {
             "params": sum(p.numel() for p in model.parameters()),

@@ -39,6 +39,11 @@ def cifar10_archive() -> Path:
     return shared_archive("cifar10-jpeg.tar.gz")
 
 
+@pytest.fixture(scope="session")
+def imagenette64_archive() -> Path:
+    return shared_archive("imagenette-64.tar.gz")
+
+
 @pytest.fixture
 def cli(capsys):
     """Run the CLI in-process: returns (exit code, stdout, stderr)."""

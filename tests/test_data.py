@@ -1,4 +1,5 @@
 import tarfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bench.augment import random_crop_flip
+from bench.config import RunConfig
 from bench.datasets import channel_stats, prepare_splits, stratified_pick
 from bench.errors import UsageError
 from bench.imagefolder import ImageSet, load_image_tree
@@ -79,8 +81,8 @@ def test_image_folder_and_tar_give_the_same_tensors(tmp_path):
     write_tree(tmp_path / "tree")
     with tarfile.open(tmp_path / "tree.tar.gz", "w:gz") as tar:
         tar.add(tmp_path / "tree", arcname="prefix")
-    from_dir = load_image_tree(tmp_path / "tree", ("train", "test"), 16)
-    from_tar = load_image_tree(tmp_path / "tree.tar.gz", ("train", "test"), 16)
+    from_dir = load_image_tree(tmp_path / "tree", ("train", "test"), 16).splits
+    from_tar = load_image_tree(tmp_path / "tree.tar.gz", ("train", "test"), 16).splits
     for split in ("train", "test"):
         assert from_dir[split].images.shape == (12, 3, 16, 16)
         assert torch.equal(from_dir[split].images, from_tar[split].images)
@@ -101,11 +103,11 @@ def test_class_mismatch_and_bad_images_are_usage_errors(tmp_path):
 
 def test_val_is_carved_from_train_disjoint_and_per_seed(tmp_path):
     write_tree(tmp_path / "tree", n=10)
-    s0 = prepare_splits("cifar10", tmp_path / "tree", 0, 0.2)
-    s0b = prepare_splits("cifar10", tmp_path / "tree", 0, 0.2)
+    config = RunConfig(model="cnn", loss="ce", dataset="cifar10", data_root=str(tmp_path / "tree"), val_fraction=0.2)
+    s0, s0b = prepare_splits(config), prepare_splits(config)
     assert s0.sizes() == {"train": 16, "val": 4, "test": 20}
     assert torch.equal(s0.val.images, s0b.val.images)
     assert torch.bincount(s0.val.labels).tolist() == [2, 2]
     # seeds 0..4 cannot all carve the same val split
-    vals = {tuple(prepare_splits("cifar10", tmp_path / "tree", s, 0.2).val.images.sum((1, 2, 3)).tolist()) for s in range(5)}
+    vals = {tuple(prepare_splits(replace(config, seed=s)).val.images.sum((1, 2, 3)).tolist()) for s in range(5)}
     assert len(vals) > 1
