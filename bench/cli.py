@@ -14,11 +14,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.config import DEVICES, NOISE_TYPES, OPTIMIZERS, PRECISIONS, SCHEDULES, RunConfig
+from bench.checkpoint import Interrupted
+from bench.config import DEVICES, NOISE_TYPES, OPTIMIZERS, PRECISIONS, SCHEDULES, STEMS, RunConfig
 from bench.datasets import DATASETS, get_dataset
 from bench.errors import UsageError
 from losses import LOSSES, all_hparams
-from models import MODELS
+from models import MODELS, check_model
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,7 +40,7 @@ def parse_hparam(text: str) -> float | str | tuple[float, ...]:
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
+    p.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}, or timm:<name>")
     p.add_argument("--loss", required=True, help=f"one of: {', '.join(LOSSES)}")
     p.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}, or folder:PATH")
     p.add_argument("--data-root", help="where the dataset lies (folder or .tar.gz); see 'bench datasets'")
@@ -56,6 +57,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-train", type=int, help="use this many training images (val is carved from them)")
     p.add_argument("--limit-test", type=int, help="report on this many test images (stratified)")
     p.add_argument("--image-size", type=int, help="resize images to this many pixels square")
+    p.add_argument("--stem", default="auto", choices=STEMS,
+                   help="timm models: cifar = 3x3 stride-1 stem (auto: for inputs of 32 px or less)")
+    p.add_argument("--pretrained", action="store_true", help="timm models: start from timm's pretrained weights")
+    p.add_argument("--weights", help="timm models: a local state dict (loaded with weights_only=True)")
     p.add_argument("--split-seed", type=int, default=0, help="fixes protocol splits (imagenet10 3:1:1, folder 4:1)")
     p.add_argument("--classes", help="comma-separated class folders (wnids) to use, for imagenet10")
     p.add_argument("--imbalance", type=float, help="long-tailed train split: largest / smallest class = R")
@@ -65,10 +70,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
     p.add_argument("--allow-prob-outputs", action="store_true",
                    help="train a model whose outputs look like probabilities (normally refused)")
+    p.add_argument("--auto-batch", action="store_true", help="on out-of-memory, halve the batch size and retry")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--out", default="runs", help="results folder (default: runs/)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the unfinished run of this configuration in --out from its checkpoint")
     group = p.add_argument_group("loss hyperparameters (see 'bench losses')")
     for name, hp in all_hparams().items():
         group.add_argument(
@@ -80,7 +88,7 @@ def command_run(args: argparse.Namespace, argv: list[str]) -> int:
     loss_params = {
         key[3:]: value for key, value in vars(args).items() if key.startswith("hp_") and value is not None
     }
-    MODELS.get(args.model), LOSSES.get(args.loss), get_dataset(args.dataset)  # name errors first
+    check_model(args.model), LOSSES.get(args.loss), get_dataset(args.dataset)  # name errors first
     config = RunConfig(
         model=args.model, loss=args.loss, dataset=args.dataset, loss_params=loss_params,
         data_root=args.data_root, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
@@ -89,22 +97,33 @@ def command_run(args: argparse.Namespace, argv: list[str]) -> int:
         limit_train=args.limit_train, limit_test=args.limit_test, image_size=args.image_size,
         split_seed=args.split_seed, classes=tuple(args.classes.split(",")) if args.classes else (),
         imbalance=args.imbalance, label_noise=args.label_noise, noise_type=args.noise_type,
-        skip_bad_images=args.skip_bad_images, augment=args.augment, allow_prob_outputs=args.allow_prob_outputs, device=args.device, precision=args.precision,
+        skip_bad_images=args.skip_bad_images, stem=args.stem, pretrained=args.pretrained, weights=args.weights,
+        augment=args.augment, allow_prob_outputs=args.allow_prob_outputs, auto_batch=args.auto_batch,
+        device=args.device,
+        precision=args.precision,
     )
     from bench.report import make_reporter, print_summary
     from bench.train import run
 
-    record, path = run(config, Path(args.out), make_reporter(args.quiet), command=shlex.join(["bench", *argv]))
+    record, path = run(config, Path(args.out), make_reporter(args.quiet), command=shlex.join(["bench", *argv]),
+                       resume=args.resume)
     if not args.quiet:
         print_summary(record, str(path))
     return 0 if record["status"] == "completed" else 1
 
 
 def command_models(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.timm is not None:
+        from models.timm_adapter import timm_names
+
+        names = timm_names(args.timm)
+        print("\n".join(f"timm:{n}" for n in names) if names else f"no timm model matches {args.timm!r}")
+        return 0
     table = Table("model", "description")
     for name in MODELS.names(args.pattern):
         table.add_row(name, MODELS.get(name).summary)
     Console().print(table)
+    print("and any timm model as timm:<name> (list them with: bench models --timm 'resnet*')")
     return 0
 
 
@@ -142,6 +161,8 @@ def build_parser() -> Parser:
         p = sub.add_parser(name, help=f"list the registered {name}")
         p.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'cnn*'")
         p.set_defaults(func=func)
+        if name == "models":
+            p.add_argument("--timm", metavar="PATTERN", help="list timm models matching PATTERN instead")
     return parser
 
 
@@ -153,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"bench: stopped by {exc} after checkpointing; rerun with --resume to continue", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130

@@ -15,6 +15,7 @@ SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NOISE_TYPES = ("symmetric", "asymmetric")
+STEMS = ("auto", "cifar", "imagenet")  # cifar: 3x3 stride-1 stem for small inputs (timm models)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,11 @@ class RunConfig:
     noise_type: str = "symmetric"
     skip_bad_images: bool = False
     augment: bool = True
+    stem: str = "auto"
+    pretrained: bool = False
+    weights: str | None = None
     allow_prob_outputs: bool = False
+    auto_batch: bool = False
     device: str = "auto"
     precision: str = "auto"
 
@@ -61,6 +66,7 @@ class RunConfig:
             (self.imbalance is None or self.imbalance >= 1, f"--imbalance must be at least 1, got {self.imbalance}"),
             (0 <= self.label_noise < 1, f"--label-noise must lie in [0, 1), got {self.label_noise}"),
             (self.noise_type in NOISE_TYPES, f"--noise-type must be one of {', '.join(NOISE_TYPES)}, got {self.noise_type!r}"),
+            (self.stem in STEMS, f"--stem must be one of {', '.join(STEMS)}, got {self.stem!r}"),
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import re
 import time
@@ -14,15 +15,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.checkpoint import CHECKPOINT_NAME, Interrupted, graceful_stop, load_checkpoint, restore_rng_states, save_checkpoint
 from bench.config import RunConfig
 from bench.datasets import DataSplits, prepare_splits
 from bench.errors import UsageError
 from bench.loader import TensorBatches
 from bench.metrics import EvalAccumulator
-from bench.record import RECORD_NAME, SCHEMA_VERSION, environment, utc_now, write_json_atomic
+from bench.record import RECORD_NAME, SCHEMA_VERSION, environment, load_record, utc_now, write_json_atomic
 from bench.report import QuietReporter
 from losses import build_loss, resolve_loss_params
-from models import MODELS
+from models import BuiltModel, build_model, check_model
 
 
 @dataclass(frozen=True)
@@ -111,40 +113,94 @@ def evaluate(model, batches: TensorBatches, criterion, num_classes: int, runtime
     return acc
 
 
+RUN_INFO_NAME = "run.json"  # written at start: lets --resume find a run that never finished
+
+
 def new_run_id(config: RunConfig) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     name = f"{config.dataset}_{config.model}_{config.loss}_s{config.seed}_{stamp}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 
 
-def run(config: RunConfig, out_dir: Path, reporter=None, command: str | None = None) -> tuple[dict, Path]:
-    """Train and test one configuration; returns the record and the path it was written to."""
+def find_resumable(out_dir: Path, config_hash: str) -> tuple[Path | None, dict | None]:
+    """The newest run folder of this configuration that did not end, or that completed.
+
+    Returns (folder, its completed record or None). Runs that diverged or failed are not
+    resumed: running the command again starts a new run.
+    """
+    candidates = []
+    for info_path in out_dir.glob(f"*/{RUN_INFO_NAME}"):
+        try:
+            info = json.loads(info_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if info.get("config_hash") == config_hash:
+            candidates.append((info.get("started", ""), info_path.parent))
+    for _, folder in sorted(candidates, reverse=True):
+        record_path = folder / RECORD_NAME
+        if not record_path.exists():
+            return folder, None
+        try:
+            record = load_record(record_path)
+        except (OSError, ValueError):
+            return folder, None
+        if record["status"] == "completed":
+            return folder, record
+        if record["status"] == "interrupted":
+            return folder, None
+    return None, None
+
+
+def run(
+    config: RunConfig, out_dir: Path, reporter=None, command: str | None = None, resume: bool = False
+) -> tuple[dict, Path]:
+    """Train and test one configuration; returns the record and the path it was written to.
+
+    With `resume`, an unfinished run of the same configuration in `out_dir` continues from its
+    last checkpoint (a completed one is returned as it is).
+    """
+    setup_start = time.perf_counter()
     reporter = reporter or QuietReporter()
     runtime = resolve_runtime(config.device, config.precision)
-    model_spec = MODELS.get(config.model)
+    check_model(config.model)
     data = prepare_splits(config)
     num_classes = len(data.class_names)
     loss_params = resolve_loss_params(config.loss, config.loss_params, num_classes)
     criterion = build_loss(config.loss, loss_params, data.class_counts()).to(runtime.device)
 
-    torch.manual_seed(config.seed)  # same seed -> same initial weights, whatever the loss
-    try:
-        model = model_spec.build(data.input_shape, num_classes)
-    except ValueError as exc:
-        raise UsageError(f"model {config.model} cannot take {data.input_shape} inputs: {exc}") from None
-    memory_format = torch.channels_last if model_spec.convolutional else torch.contiguous_format
-    model = model.to(runtime.device, memory_format=memory_format)
+    def make_model() -> tuple[nn.Module, BuiltModel]:
+        torch.manual_seed(config.seed)  # same seed -> same initial weights, whatever the loss
+        try:
+            built = build_model(
+                config.model, data.input_shape, num_classes, config.stem, config.pretrained, config.weights
+            )
+        except ValueError as exc:
+            raise UsageError(f"model {config.model} cannot take {data.input_shape} inputs: {exc}") from None
+        return built.module.to(runtime.device, memory_format=built.memory_format), built
+
+    model, built = make_model()
     if not config.allow_prob_outputs:
         check_outputs_are_logits(model, data, config.model, runtime.device)
 
-    run_id = new_run_id(config)
-    path = out_dir / run_id / RECORD_NAME
+    config_hash = config.config_hash()
+    folder, completed = find_resumable(out_dir, config_hash) if resume else (None, None)
+    if completed is not None:
+        return completed, folder / RECORD_NAME
+    folder = folder or out_dir / new_run_id(config)
+    info_path = folder / RUN_INFO_NAME
+    info = json.loads(info_path.read_text()) if info_path.exists() else {
+        "run_id": folder.name, "config_hash": config_hash, "started": utc_now(), "config": config.to_dict(),
+    }
+    write_json_atomic(info_path, info)
+    checkpoint_path = folder / CHECKPOINT_NAME
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+
     record = {
         "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "config_hash": config.config_hash(),
+        "run_id": info["run_id"],
+        "config_hash": config_hash,
         "status": "running",
-        "started": utc_now(),
+        "started": info["started"],
         "command": command,
         "config": {**config.to_dict(), "loss_params": loss_params, "precision": runtime.precision},
         "dataset": {
@@ -157,35 +213,61 @@ def run(config: RunConfig, out_dir: Path, reporter=None, command: str | None = N
         },
         "model": {
             "params": sum(p.numel() for p in model.parameters()),
+            "stem": built.stem,
             "macs": count_macs(model, data.input_shape, runtime.device),
         },
         "history": [],
         "metrics": {},
+        "timing": {"setup_seconds": time.perf_counter() - setup_start},
+        "resumed_from": None if checkpoint is None else {"epoch": checkpoint["epoch"], "step": checkpoint["step"]},
         "env": environment(runtime.device),
     }
+    batch_size = checkpoint["batch_size"] if checkpoint is not None else config.batch_size
     try:
-        train_and_test(config, data, model, criterion, runtime, record, reporter, memory_format)
-    except KeyboardInterrupt:
-        record.update(status="interrupted", reason="interrupted by the user")
+        with graceful_stop() as stop:
+            while True:
+                try:
+                    train_and_test(config, batch_size, data, model, criterion, runtime, record, reporter,
+                                   built.memory_format, checkpoint, checkpoint_path, stop)
+                    break
+                except torch.OutOfMemoryError:
+                    if not config.auto_batch or batch_size == 1:
+                        raise UsageError(
+                            f"out of memory on {record['env']['device_name']} at batch size {batch_size}; "
+                            f"try --batch-size {max(1, batch_size // 2)}, or --auto-batch to halve until it fits"
+                        ) from None
+                    batch_size //= 2  # start again from the same initial weights
+                    if runtime.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    model, built = make_model()
+                    checkpoint, record["history"] = None, []
+                    checkpoint_path.unlink(missing_ok=True)
+    except Interrupted as exc:
+        record.update(status="interrupted", reason=f"stopped by {exc}; continue with --resume")
         raise
     except Exception as exc:
         record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         reporter.close()
+        if record["status"] == "running":  # SystemExit or similar: never leave a record that looks alive
+            record.update(status="failed", reason="the process stopped unexpectedly")
+        record["config"]["batch_size_used"] = batch_size
         record["finished"] = utc_now()
-        write_json_atomic(path, record)
-    return record, path
+        write_json_atomic(folder / RECORD_NAME, record)
+    if record["status"] == "completed":
+        checkpoint_path.unlink(missing_ok=True)  # the record holds the result; weights are not kept
+    return record, folder / RECORD_NAME
 
 
 def train_and_test(
-    config: RunConfig, data: DataSplits, model: nn.Module, criterion: nn.Module,
-    runtime: Runtime, record: dict, reporter, memory_format: torch.memory_format,
+    config: RunConfig, batch_size: int, data: DataSplits, model: nn.Module, criterion: nn.Module, runtime: Runtime,
+    record: dict, reporter, memory_format: torch.memory_format, checkpoint: dict | None,
+    checkpoint_path: Path, stop,
 ) -> None:
-    channels_last = memory_format == torch.channels_last
     batches = dict(
-        batch_size=config.batch_size, mean=data.mean, std=data.std,
-        device=runtime.device, channels_last=channels_last,
+        batch_size=batch_size, mean=data.mean, std=data.std,
+        device=runtime.device, channels_last=memory_format == torch.channels_last,
     )
     train_batches = TensorBatches(
         data.train, train=True, seed=config.seed, crop_pad=4 if config.augment else 0, **batches
@@ -196,17 +278,43 @@ def train_and_test(
     total_steps = config.epochs * len(train_batches)
     schedule = make_schedule(config, optimizer, total_steps)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
+    device = runtime.device
+
+    # Position and running sums; a checkpoint may restore them mid-epoch.
+    pos = {"epoch": 0, "step": 0, "loss_sum": 0.0, "correct": 0, "first_bad_step": -1,
+           "epoch_seconds": 0.0, "train_seconds": 0.0, "images_seen": 0}
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        schedule.load_state_dict(checkpoint["schedule"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        record["history"] = checkpoint["history"]
+        pos.update({k: checkpoint[k] for k in pos})
+        restore_rng_states(checkpoint["rng"])
+
+    def save(epoch: int, step: int, loss_sum, correct, first_bad, epoch_seconds: float) -> None:
+        save_checkpoint(checkpoint_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
+            "history": record["history"], "epoch": epoch, "step": step,
+            "loss_sum": float(loss_sum), "correct": int(correct), "first_bad_step": int(first_bad),
+            "epoch_seconds": epoch_seconds, "train_seconds": pos["train_seconds"],
+            "images_seen": pos["images_seen"], "batch_size": batch_size,
+        })
 
     reporter.start(f"{config.model} x {config.loss}", config.epochs, len(train_batches))
-    train_seconds, images_seen = 0.0, 0
-    for epoch in range(config.epochs):
+    for epoch in range(pos["epoch"], config.epochs):
+        resume_step = pos["step"] if epoch == pos["epoch"] else 0
         model.train()
         start = time.perf_counter()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
-        correct = torch.zeros((), dtype=torch.long, device=runtime.device)
-        first_bad_step = torch.full((), -1, dtype=torch.long, device=runtime.device)
-        lr = optimizer.param_groups[0]["lr"]
+        loss_sum = torch.tensor(pos["loss_sum"] if resume_step else 0.0, dtype=torch.float64, device=device)
+        correct = torch.tensor(pos["correct"] if resume_step else 0, dtype=torch.long, device=device)
+        first_bad_step = torch.tensor(pos["first_bad_step"] if resume_step else -1, dtype=torch.long, device=device)
+        seconds_before = pos["epoch_seconds"] if resume_step else 0.0
+        lr = config.lr * schedule.lr_lambdas[0](epoch * len(train_batches))  # at the epoch's start
         for step, (x, y) in enumerate(train_batches.epoch(epoch)):
+            if step < resume_step:
+                continue  # replayed batches keep the augmentation draws in step
             with runtime.autocast():
                 logits = model(x)
                 loss = criterion(logits, y)
@@ -221,12 +329,17 @@ def train_and_test(
             loss_sum += loss.detach().double() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             reporter.step()
+            if stop:
+                pos["train_seconds"] += time.perf_counter() - start
+                save(epoch, step + 1, loss_sum, correct, first_bad_step,
+                     seconds_before + time.perf_counter() - start)
+                raise Interrupted(stop.signum)
         if runtime.device.type == "cuda":
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        train_seconds += seconds
-        n_train = len(train_batches) * config.batch_size if train_batches.drop_last else len(data.train)
-        images_seen += n_train
+        seconds = seconds_before + time.perf_counter() - start
+        pos["train_seconds"] += time.perf_counter() - start
+        n_train = len(train_batches) * batch_size if train_batches.drop_last else len(data.train)
+        pos["images_seen"] += n_train
         if first_bad_step.item() >= 0:
             record.update(
                 status="diverged",
@@ -237,7 +350,7 @@ def train_and_test(
         val = evaluate(model, val_batches, criterion, num_classes, runtime).summary()
         entry = {
             "epoch": epoch + 1,
-            "train_loss": (loss_sum / n_train).item(),
+            "train_loss": loss_sum.item() / n_train,
             "train_acc": correct.item() / n_train,
             "val_loss": val["loss"],
             "val_acc": val["accuracy"],
@@ -246,10 +359,11 @@ def train_and_test(
         }
         record["history"].append(entry)
         reporter.epoch(entry)
+        save(epoch + 1, 0, 0.0, 0, -1, 0.0)
 
-    record["timing"] = {
-        "train_seconds": train_seconds,
-        "train_images_per_sec": images_seen / train_seconds if train_seconds else 0.0,
+    record["timing"] |= {
+        "train_seconds": pos["train_seconds"],
+        "train_images_per_sec": pos["images_seen"] / pos["train_seconds"] if pos["train_seconds"] else 0.0,
     }
     if record["status"] == "running":
         test_batches = TensorBatches(data.test, **batches)

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import nn
 
+from bench.errors import UsageError
 from bench.registry import Registry
 
 Builder = Callable[[tuple[int, int, int], int], nn.Module]
@@ -36,8 +38,43 @@ def register_model(name: str, convolutional: bool = False):
     return MODELS.decorator(name, lambda fn: ModelSpec(name, fn, convolutional))
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    return MODELS.get(name).build(input_shape, num_classes)
+TIMM_PREFIX = "timm:"
+
+
+@dataclass
+class BuiltModel:
+    module: nn.Module
+    convolutional: bool  # trains in channels_last
+    stem: str | None  # timm models: 'cifar' or 'imagenet'; bench's own models: None
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.convolutional else torch.contiguous_format
+
+
+def check_model(name: str) -> None:
+    """Raise a UsageError naming the choices unless `name` is registered or `timm:<a timm name>`."""
+    if name.startswith(TIMM_PREFIX):
+        from models.timm_adapter import check_name
+
+        check_name(name[len(TIMM_PREFIX):])
+    else:
+        MODELS.get(name)
+
+
+def build_model(
+    name: str, input_shape: tuple[int, int, int], num_classes: int,
+    stem: str = "auto", pretrained: bool = False, weights: str | None = None,
+) -> BuiltModel:
+    if name.startswith(TIMM_PREFIX):
+        from models.timm_adapter import build_timm
+
+        module, used = build_timm(name[len(TIMM_PREFIX):], input_shape, num_classes, stem, pretrained, weights)
+        return BuiltModel(module, True, used)
+    if pretrained or weights or stem == "cifar":
+        raise UsageError(f"--pretrained, --weights and --stem cifar apply to timm:<name> models, not {name}")
+    spec = MODELS.get(name)
+    return BuiltModel(spec.build(input_shape, num_classes), spec.convolutional, None)
 
 
 from models import cnn, mlp  # noqa: E402,F401  (fill the registry)
