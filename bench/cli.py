@@ -151,12 +151,46 @@ def command_datasets(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.experiment import load_experiment
+    from bench.grid import run_grid
+    from bench.report import make_reporter
+
+    configs = load_experiment(Path(args.experiment))
+    out = Path(args.out) if args.out else Path(args.experiment).parent / "runs"
+    tally = run_grid(configs, out, lambda: make_reporter(args.quiet))
+    print(f"grid of {len(configs)} runs in {out}: " + ", ".join(f"{n} {k}" for k, n in sorted(tally.items())))
+    return 0 if set(tally) <= {"completed", "skipped"} else 1
+
+
+def command_leaderboard(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.leaderboard import write_leaderboards
+
+    paths = [Path(p) for p in args.results]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such results folder or record: {', '.join(missing)}")
+    for path in write_leaderboards(paths, Path(args.out), args.format, shlex.join(["bench", *argv])):
+        print(path)
+    return 0
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="bench", description="Cross image-classification models with loss functions.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     run_parser = sub.add_parser("run", help="train and test one model x loss x dataset")
     add_run_arguments(run_parser)
     run_parser.set_defaults(func=command_run)
+    grid = sub.add_parser("grid", help="run every model x loss x seed of an experiment file (resumable)")
+    grid.add_argument("experiment", help="experiment file (TOML), see bench/experiment.py")
+    grid.add_argument("--out", help="results folder (default: runs/ beside the experiment file)")
+    grid.add_argument("--quiet", action="store_true")
+    grid.set_defaults(func=command_grid)
+    board = sub.add_parser("leaderboard", help="tables, intervals, paired tests and plots from run records")
+    board.add_argument("results", nargs="*", default=["runs"], help="folders (searched recursively) or record files")
+    board.add_argument("--out", default="leaderboards", help="where to write (default: leaderboards/)")
+    board.add_argument("--format", default="markdown", choices=("markdown", "csv", "json"))
+    board.set_defaults(func=command_leaderboard)
     for name, func in (("models", command_models), ("losses", command_losses), ("datasets", command_datasets)):
         p = sub.add_parser(name, help=f"list the registered {name}")
         p.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'cnn*'")

@@ -82,8 +82,13 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def config_hash(self) -> str:
-        """Identity of the experiment: equal for runs that should give the same result."""
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """Identity of the experiment: equal for runs that should give the same result.
+
+        `data_root` says where the data lies, not what it is, so it is left out: a grid moved to
+        another machine still recognises its finished runs.
+        """
+        identity = {k: v for k, v in self.to_dict().items() if k != "data_root"}
+        return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
     def data_path(self) -> Path | None:

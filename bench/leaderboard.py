@@ -1,0 +1,300 @@
+"""Leaderboards from run records: ranked tables with intervals, paired tests against ce,
+per-class accuracy, plots, and the provenance a reviewer needs to rerun them."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from bench.record import RECORD_NAME, load_record
+from bench.stats import Summary, paired_comparison, summarize
+from losses import LOSSES
+
+METRICS = ("accuracy", "macro_f1", "nll", "ece")
+SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "limit_train", "limit_test",
+            "image_size", "augment", "precision")
+
+
+def find_records(paths: list[Path]) -> tuple[list[dict], list[str]]:
+    """Valid records under `paths` (files or folders, searched recursively) and the unreadable ones."""
+    records, bad = [], []
+    for path in paths:
+        files = [path] if path.is_file() else sorted(path.rglob(RECORD_NAME))
+        for file in files:
+            try:
+                records.append(load_record(file))
+            except (OSError, ValueError) as exc:
+                bad.append(f"{file}: {exc}")
+    return records, bad
+
+
+def loss_label(name: str, params: dict) -> str:
+    """'focal(gamma=0.5)'; parameters that are off (None, or 0 by default and 0) are left out."""
+    declared = LOSSES.get(name).params if name in LOSSES else {}
+    shown = []
+    for key, value in sorted(params.items()):
+        default = declared[key].default if key in declared else None
+        if value is None or (value == default and default in (0, 0.0, None)):
+            continue
+        shown.append(f"{key}={value:g}" if isinstance(value, (int, float)) else f"{key}={value}")
+    return f"{name}({', '.join(shown)})" if shown else name
+
+
+def settings_of(record: dict) -> tuple:
+    return tuple((k, record["config"].get(k)) for k in SETTINGS)
+
+
+class Group:
+    """The seeds of one (dataset, model, loss with its parameters, training settings)."""
+
+    def __init__(self, records: list[dict]) -> None:
+        self.records = sorted(records, key=lambda r: r["config"]["seed"])
+        first = self.records[0]
+        self.dataset = first["dataset"]["name"]
+        self.model = first["config"]["model"]
+        self.loss = loss_label(first["config"]["loss"], first["config"]["loss_params"])
+        self.settings = settings_of(first)
+        self.seeds = [r["config"]["seed"] for r in self.records]
+        self.label_suffix = ""
+
+    def values(self, metric: str) -> list[float]:
+        return [r["metrics"]["test"][metric] for r in self.records]
+
+    def summary(self, metric: str) -> Summary:
+        return summarize(self.values(metric))
+
+    def by_seed(self, metric: str) -> dict[int, float]:
+        return dict(zip(self.seeds, self.values(metric)))
+
+
+def group_records(records: list[dict]) -> dict[str, list[Group]]:
+    """Completed records grouped per dataset (its variant included), then per configuration."""
+    buckets: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        if r["status"] == "completed":
+            key = (r["dataset"]["name"], r["config"]["model"], r["config"]["loss"],
+                   json.dumps(r["config"]["loss_params"], sort_keys=True), settings_of(r))
+            buckets[key].append(r)
+    per_dataset: dict[str, list[Group]] = defaultdict(list)
+    for recs in buckets.values():
+        # one record per seed: a rerun of the same seed keeps the newest
+        newest = {r["config"]["seed"]: r for r in sorted(recs, key=lambda r: r.get("finished", ""))}
+        group = Group(list(newest.values()))
+        per_dataset[group.dataset].append(group)
+    for groups in per_dataset.values():
+        varying = [i for i, name in enumerate(SETTINGS) if len({g.settings[i][1] for g in groups}) > 1]
+        for g in groups:
+            g.label_suffix = " ".join(f"{SETTINGS[i]}={g.settings[i][1]}" for i in varying)
+    return dict(per_dataset)
+
+
+def fmt(s: Summary, scale: float = 1.0, digits: int = 2) -> str:
+    if s.n < 2:
+        return f"{s.mean * scale:.{digits}f}"
+    return f"{s.mean * scale:.{digits}f} ± {s.std * scale:.{digits}f}"
+
+
+def main_table(groups: list[Group]) -> pd.DataFrame:
+    ranked = sorted(groups, key=lambda g: g.summary("accuracy").mean, reverse=True)
+    leader = ranked[0].summary("accuracy")
+    rows = []
+    for rank, g in enumerate(ranked, 1):
+        acc = g.summary("accuracy")
+        interval = "n/a (1 seed)" if acc.n < 2 else f"[{acc.ci_low * 100:.2f}, {acc.ci_high * 100:.2f}]"
+        separable = "leader" if rank == 1 else ("≈ leader" if acc.overlaps(leader) else "below")
+        rows.append({
+            "rank": rank, "model": g.model, "loss": g.loss + (f" ({g.label_suffix})" if g.label_suffix else ""),
+            "seeds": acc.n, "test acc %": fmt(acc, 100), "95% CI": interval, "vs leader": separable,
+            "macro-F1": fmt(g.summary("macro_f1"), 1, 4), "NLL": fmt(g.summary("nll"), 1, 4),
+            "ECE": fmt(g.summary("ece"), 1, 4),
+        })
+    return pd.DataFrame(rows)
+
+
+def paired_table(groups: list[Group]) -> pd.DataFrame:
+    """Each non-ce entry against ce of the same model and settings, on the seeds both have."""
+    baselines = {(g.model, g.settings): g for g in groups if g.loss == "ce"}
+    rows = []
+    for g in sorted(groups, key=lambda g: (g.model, g.loss)):
+        base = baselines.get((g.model, g.settings))
+        if base is None or g is base:
+            continue
+        ours, theirs = g.by_seed("accuracy"), base.by_seed("accuracy")
+        seeds = sorted(set(ours) & set(theirs))
+        if not seeds:
+            continue
+        p = paired_comparison([ours[s] for s in seeds], [theirs[s] for s in seeds])
+        rows.append({
+            "model": g.model, "loss": g.loss, "paired seeds": p.n,
+            "Δ acc vs ce (pp)": f"{p.mean_diff * 100:+.2f}",
+            "95% CI (pp)": "n/a" if math.isnan(p.ci_low) else f"[{p.ci_low * 100:+.2f}, {p.ci_high * 100:+.2f}]",
+            "p (paired t)": "n/a" if math.isnan(p.p_value) else f"{p.p_value:.3g}",
+        })
+    return pd.DataFrame(rows)
+
+
+def per_class_table(groups: list[Group]) -> pd.DataFrame:
+    class_names = groups[0].records[0]["dataset"]["class_names"]
+    rows = []
+    for g in sorted(groups, key=lambda g: g.summary("accuracy").mean, reverse=True):
+        row = {"model": g.model, "loss": g.loss}
+        for name in class_names:
+            values = [r["metrics"]["test"]["per_class"][name]["accuracy"] for r in g.records]
+            row[name] = f"{100 * sum(values) / len(values):.1f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def incomplete_table(records: list[dict], dataset: str) -> pd.DataFrame:
+    rows = [
+        {"run": r["run_id"], "model": r["config"]["model"],
+         "loss": loss_label(r["config"]["loss"], r["config"]["loss_params"]),
+         "seed": r["config"]["seed"], "status": r["status"], "reason": r.get("reason", "")}
+        for r in records if r["status"] != "completed" and r["dataset"]["name"] == dataset
+    ]
+    return pd.DataFrame(rows)
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
+def plots(groups: list[Group], out: Path, name: str) -> dict[str, str]:
+    """Heatmap model x loss, learning curves by loss, confusion matrix of the best run (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    files = {}
+    grid = pd.DataFrame(
+        [{"model": g.model, "loss": g.loss, "acc": 100 * g.summary("accuracy").mean} for g in groups]
+    ).pivot_table(index="model", columns="loss", values="acc")
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * grid.shape[1], 1.2 + 0.6 * grid.shape[0]))
+    sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar_kws={"label": "test accuracy %"})
+    ax.set_title(f"{name}: mean test accuracy (%)")
+    files["heatmap"] = f"{slug(name)}-heatmap.png"
+    fig.savefig(out / files["heatmap"], dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    curves = pd.DataFrame([
+        {"model": g.model, "loss": g.loss, "epoch": h["epoch"], "val acc %": 100 * h["val_acc"]}
+        for g in groups for r in g.records for h in r["history"]
+    ])
+    facet = sns.relplot(data=curves, x="epoch", y="val acc %", hue="loss", col="model", kind="line",
+                        col_wrap=min(4, curves["model"].nunique()), height=2.6, errorbar=("ci", 95))
+    facet.figure.suptitle(f"{name}: validation accuracy by epoch (mean, 95% band over seeds)", y=1.03)
+    files["curves"] = f"{slug(name)}-curves.png"
+    facet.figure.savefig(out / files["curves"], dpi=110, bbox_inches="tight")
+    plt.close(facet.figure)
+
+    best_group = max(groups, key=lambda g: g.summary("accuracy").mean)
+    best = max(best_group.records, key=lambda r: r["metrics"]["test"]["accuracy"])
+    names = best["dataset"]["class_names"]
+    cm = pd.DataFrame(best["metrics"]["test"]["confusion_matrix"], index=names, columns=names)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.55 * len(names), 1.0 + 0.5 * len(names)))
+    sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax)
+    ax.set(xlabel="predicted", ylabel="true",
+           title=f"best run: {best_group.model} x {best_group.loss}, seed {best['config']['seed']}")
+    files["confusion"] = f"{slug(name)}-confusion.png"
+    fig.savefig(out / files["confusion"], dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return files
+
+
+def markdown(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, tablefmt="github", disable_numparse=True) if len(df) else "_none_"
+
+
+def provenance(records: list[dict], command: str) -> list[str]:
+    def values(path: tuple[str, str]) -> str:
+        found = sorted({str(r.get(path[0], {}).get(path[1])) for r in records})
+        return ", ".join(found)
+
+    return [
+        "## Provenance",
+        f"- hardware: {values(('env', 'device_name'))} ({values(('env', 'device'))}, "
+        f"{values(('env', 'cpu_count'))} cores)",
+        f"- python {values(('env', 'python'))}; torch {values(('env', 'torch'))}; "
+        f"torchvision {values(('env', 'torchvision'))}; timm {values(('env', 'timm'))}",
+        f"- bench git commit(s): {values(('env', 'git_commit'))}",
+        f"- runs finished between {min(r.get('finished', '') for r in records)} and "
+        f"{max(r.get('finished', '') for r in records)}; table made {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
+        f"on {platform.system()}",
+        f"- reproduce: `{command}`",
+    ]
+
+
+def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", command: str = "") -> list[Path]:
+    records, bad = find_records(paths)
+    if not records:
+        from bench.errors import UsageError
+
+        raise UsageError(f"no run records found under {', '.join(map(str, paths))}; run 'bench run' or 'bench grid' first")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    grouped = group_records(records)
+    for dataset in sorted({r["dataset"]["name"] for r in records}):
+        groups = grouped.get(dataset)
+        if not groups:  # nothing completed: still list what failed, never drop it silently
+            path = out / f"leaderboard-{slug(dataset)}.md"
+            path.write_text(f"# {dataset}\n\nNo completed runs.\n\n{markdown(incomplete_table(records, dataset))}\n")
+            written.append(path)
+            continue
+        tables = {"main": main_table(groups), "paired_vs_ce": paired_table(groups),
+                  "per_class": per_class_table(groups), "incomplete": incomplete_table(records, dataset)}
+        base = out / f"leaderboard-{slug(dataset)}"
+        if fmt_ == "csv":
+            for key, df in tables.items():
+                df.to_csv(f"{base}-{key}.csv", index=False)
+                written.append(Path(f"{base}-{key}.csv"))
+            continue
+        if fmt_ == "json":
+            path = Path(f"{base}.json")
+            path.write_text(json.dumps({k: df.to_dict(orient="records") for k, df in tables.items()}, indent=2))
+            written.append(path)
+            continue
+        files = plots(groups, out, dataset)
+        dataset_records = [r for g in groups for r in g.records]
+        lines = [
+            f"# {dataset}: model x loss leaderboard",
+            "",
+            f"{len(dataset_records)} completed runs in {len(groups)} configurations. Test-split metrics, mean ± std "
+            "over seeds, 95% t-interval for the mean accuracy. 'vs leader': '≈ leader' where the interval "
+            "overlaps the leader's, so the data cannot separate them.",
+            "",
+            markdown(tables["main"]),
+            "",
+            "## Paired comparison against cross-entropy (same model, same seeds)",
+            "",
+            markdown(tables["paired_vs_ce"]),
+            "",
+            "## Per-class test accuracy (%, mean over seeds)",
+            "",
+            markdown(tables["per_class"]),
+            "",
+            "## Runs that did not complete",
+            "",
+            markdown(tables["incomplete"]),
+            "",
+            f"![mean test accuracy]({files['heatmap']})",
+            "",
+            f"![learning curves]({files['curves']})",
+            "",
+            f"![confusion matrix of the best run]({files['confusion']})",
+            "",
+            *provenance(dataset_records, command),
+        ]
+        if bad:
+            lines += ["", "## Unreadable records (left out)", "", *[f"- {b}" for b in bad]]
+        path = Path(f"{base}.md")
+        path.write_text("\n".join(lines) + "\n")
+        written.append(path)
+    return written

@@ -1,0 +1,53 @@
+"""The statistics a leaderboard states: mean, std, a t-interval, and a paired t-test."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Summary:
+    mean: float
+    std: float  # sample standard deviation (ddof=1); 0 for a single value
+    n: int
+    ci_low: float  # 95% t-interval for the mean; NaN when n < 2
+    ci_high: float
+
+    def overlaps(self, other: "Summary") -> bool:
+        if math.isnan(self.ci_low) or math.isnan(other.ci_low):
+            return True  # one seed ranks nothing
+        return self.ci_low <= other.ci_high and other.ci_low <= self.ci_high
+
+
+def summarize(values, confidence: float = 0.95) -> Summary:
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    mean = float(x.mean())
+    if n < 2:
+        return Summary(mean, 0.0, n, math.nan, math.nan)
+    std = float(x.std(ddof=1))
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
+    return Summary(mean, std, n, mean - half, mean + half)
+
+
+@dataclass(frozen=True)
+class Paired:
+    mean_diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float  # two-sided paired t-test; NaN when n < 2 or all differences are equal
+    n: int
+
+
+def paired_comparison(candidate, baseline, confidence: float = 0.95) -> Paired:
+    """candidate - baseline on the same seeds: mean difference, its t-interval, paired t-test."""
+    a, b = np.asarray(candidate, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    diff = summarize(a - b, confidence)
+    p = math.nan
+    if len(a) >= 2 and np.ptp(a - b) > 0:
+        p = float(stats.ttest_rel(a, b).pvalue)
+    return Paired(diff.mean, diff.ci_low, diff.ci_high, p, len(a))

@@ -1,0 +1,101 @@
+"""Leaderboards: GitHub tables with consistent columns, class-name columns, failed runs listed."""
+
+import json
+import re
+
+import pytest
+
+from bench.leaderboard import write_leaderboards
+from bench.record import write_json_atomic
+
+CLASSES = ["cat", "dog", "emu"]
+
+
+def fake_record(model, loss, params, seed, acc, status="completed", dataset="toy"):
+    cm = [[10, 0, 0], [0, 10, 0], [0, 0, 10]]
+    record = {
+        "schema_version": 1, "run_id": f"{model}-{loss}-{seed}-{json.dumps(params)}", "status": status,
+        "finished": f"2026-01-01T00:00:0{seed}",
+        "config": {"model": model, "loss": loss, "loss_params": params, "seed": seed, "epochs": 3, "batch_size": 128,
+                   "lr": 0.05, "optimizer": "sgd", "schedule": "cosine", "weight_decay": 5e-4, "limit_train": None,
+                   "limit_test": None, "image_size": None, "augment": True, "precision": "fp32"},
+        "dataset": {"name": dataset, "class_names": CLASSES},
+        "history": [{"epoch": e, "val_acc": acc * e / 3} for e in (1, 2, 3)],
+        "metrics": {},
+        "env": {"device_name": "test cpu", "device": "cpu", "cpu_count": 2, "python": "3.11", "torch": "2.x",
+                "torchvision": "0.x", "timm": "1.x", "git_commit": "abc"},
+    }
+    if status == "completed":
+        record["metrics"]["test"] = {
+            "accuracy": acc, "macro_f1": acc - 0.01, "nll": 1 - acc, "ece": 0.05,
+            "per_class": {c: {"accuracy": acc + 0.01 * i} for i, c in enumerate(CLASSES)}, "confusion_matrix": cm,
+        }
+    else:
+        record["reason"] = "non-finite training loss at epoch 1, step 3"
+    return record
+
+
+@pytest.fixture
+def results(tmp_path):
+    runs = tmp_path / "runs"
+    accs = {("cnn", "ce", ()): [0.66, 0.68, 0.67], ("cnn", "focal", (("gamma", 2.0),)): [0.74, 0.75, 0.745],
+            ("mlp2", "ce", ()): [0.40, 0.45, 0.42], ("mlp2", "l1", ()): [0.10, 0.11, 0.10]}
+    for (model, loss, params), values in accs.items():
+        for seed, acc in enumerate(values):
+            r = fake_record(model, loss, dict(params), seed, acc)
+            write_json_atomic(runs / r["run_id"] / "record.json", r)
+    bad = fake_record("mlp2", "ce", {"label_smoothing": 0.0}, 7, 0.0, status="diverged")
+    write_json_atomic(runs / "diverged" / "record.json", bad)
+    (runs / "torn").mkdir()
+    (runs / "torn" / "record.json").write_text('{"schema_version": 1, "run_id"')  # a torn write
+    return runs
+
+
+def markdown_tables(text):
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def cells(line):
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def test_markdown_tables_are_consistent_github_tables(results, tmp_path):
+    [path] = write_leaderboards([results], tmp_path / "out", command="bench leaderboard runs")
+    text = path.read_text()
+    tables = markdown_tables(text)
+    assert len(tables) == 4  # main, paired, per-class, incomplete
+    for table in tables:
+        width = len(cells(table[0]))
+        assert re.fullmatch(r"\|(\s*-+\s*\|)+", table[1].replace(":", "-")), table[1]
+        assert all(len(cells(row)) == width for row in table), table
+    main, paired, per_class, incomplete = tables
+    assert cells(main[2])[1:3] == ["cnn", "focal(gamma=2)"]  # ranked by mean accuracy
+    assert cells(main[3])[6] == "below"  # cnn ce's interval does not reach the leader's
+    assert cells(per_class[0])[2:] == CLASSES
+    assert any("diverged" in row and "non-finite" in row for row in incomplete)
+    assert any(cells(row)[:2] == ["cnn", "focal(gamma=2)"] and cells(row)[3].startswith("+") for row in paired)
+    assert "torn" in text and "Provenance" in text and "`bench leaderboard runs`" in text
+    for png in re.findall(r"\]\(([^)]+\.png)\)", text):
+        assert (tmp_path / "out" / png).stat().st_size > 1000
+
+
+def test_machine_formats(results, tmp_path):
+    [path] = write_leaderboards([results], tmp_path / "j", "json")
+    data = json.loads(path.read_text())
+    assert data["main"][0]["model"] == "cnn" and len(data["per_class"]) == 4
+    paths = write_leaderboards([results], tmp_path / "c", "csv")
+    assert {p.name for p in paths} >= {"leaderboard-toy-main.csv", "leaderboard-toy-per_class.csv"}
+
+
+def test_leaderboard_without_records_is_a_usage_error(cli, tmp_path):
+    code, _, err = cli("leaderboard", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert code == 2 and "no run records" in err
+    code, _, err = cli("leaderboard", str(tmp_path / "missing"))
+    assert code == 2 and "no such results folder" in err
