@@ -1,0 +1,71 @@
+"""Experiment files are validated line by line; a grid skips what is done and survives failures."""
+
+import pytest
+
+from bench.experiment import load_experiment
+
+GOOD = """
+dataset = "cifar10-sample"
+models = ["cnn-tiny", "mlp2"]
+seeds = [0, 1]
+epochs = 1
+limit_train = 300
+limit_test = 100
+
+[[losses]]
+name = "ce"
+
+[[losses]]
+name = "focal"
+gamma = 0.5
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "experiment.toml"
+    path.write_text(text)
+    return path
+
+
+def test_experiment_file_expands_to_the_cross_product(tmp_path):
+    configs = load_experiment(write(tmp_path, GOOD))
+    assert len(configs) == 8
+    assert {(c.model, c.loss, c.seed) for c in configs} == {
+        (m, l, s) for m in ("cnn-tiny", "mlp2") for l in ("ce", "focal") for s in (0, 1)}
+    assert all(c.epochs == 1 and c.limit_train == 300 for c in configs)
+    assert [c.loss_params for c in configs if c.loss == "focal"][0] == {"gamma": 0.5}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("epochs = 1", "epocs = 1"), "unknown key epocs"),
+        (("epochs = 1", 'epochs = "one"'), "epochs must be int"),
+        (("epochs = 1", "epochs = 0"), "--epochs must be at least 1"),
+        (("gamma = 0.5", "gamma = -2.0"), "gamma must lie in [0, inf)"),
+        (("gamma = 0.5", "gama = 0.5"), "has no hyperparameter gama"),
+        (('models = ["cnn-tiny", "mlp2"]', 'models = ["cnn-tiny", "resnet"]'), "unknown model 'resnet'"),
+        (("seeds = [0, 1]", 'seeds = ["a"]'), "seeds must be a list of integers"),
+        (('name = "ce"', 'name = "cee"'), "unknown loss 'cee'"),
+        (("[[losses]]\nname = \"ce\"", "[[losses]]\nlabel = \"ce\""), "each with a name"),
+        (("epochs = 1", "epochs = 1\n["), "is not valid TOML"),
+    ],
+)
+def test_bad_experiment_files_are_one_clear_line(cli, tmp_path, change, message):
+    path = write(tmp_path, GOOD.replace(*change))
+    code, _, err = cli("grid", str(path), "--quiet")
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_grid_skips_completed_runs_and_goes_on_after_divergence(cli, tmp_path):
+    path = write(tmp_path, GOOD + '\n[[losses]]\nname = "ce"\nlabel_smoothing = 0.1\n')
+    code, out, err = cli("grid", str(path), "--quiet", "--out", str(tmp_path / "runs"))
+    assert code == 0, err
+    assert len(list((tmp_path / "runs").glob("*/record.json"))) == 12
+    code, out, _ = cli("grid", str(path), "--quiet", "--out", str(tmp_path / "runs"))
+    assert code == 0 and "12 skipped" in out
+    assert len(list((tmp_path / "runs").glob("*/record.json"))) == 12
+    diverging = write(tmp_path, GOOD.replace("epochs = 1", "epochs = 1\nlr = 1e30"))
+    code, out, _ = cli("grid", str(diverging), "--quiet", "--out", str(tmp_path / "div"))
+    assert code == 1 and "diverged" in out
+    assert len(list((tmp_path / "div").glob("*/record.json"))) == 8  # every run was tried
