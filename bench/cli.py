@@ -7,6 +7,7 @@ Exit codes: 0 success; 2 bad usage or bad input (one line on stderr); 1 anything
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -70,6 +71,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
     p.add_argument("--allow-prob-outputs", action="store_true",
                    help="train a model whose outputs look like probabilities (normally refused)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (compile time reported apart)")
     p.add_argument("--auto-batch", action="store_true", help="on out-of-memory, halve the batch size and retry")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
@@ -98,7 +100,7 @@ def command_run(args: argparse.Namespace, argv: list[str]) -> int:
         split_seed=args.split_seed, classes=tuple(args.classes.split(",")) if args.classes else (),
         imbalance=args.imbalance, label_noise=args.label_noise, noise_type=args.noise_type,
         skip_bad_images=args.skip_bad_images, stem=args.stem, pretrained=args.pretrained, weights=args.weights,
-        augment=args.augment, allow_prob_outputs=args.allow_prob_outputs, auto_batch=args.auto_batch,
+        augment=args.augment, allow_prob_outputs=args.allow_prob_outputs, auto_batch=args.auto_batch, compile=args.compile,
         device=args.device,
         precision=args.precision,
     )
@@ -175,6 +177,32 @@ def command_leaderboard(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def command_speed(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.speed import measure_speed
+
+    check_model(args.model), LOSSES.get(args.loss), get_dataset(args.dataset)
+    config = RunConfig(
+        model=args.model, loss=args.loss, dataset=args.dataset, data_root=args.data_root,
+        batch_size=args.batch_size, image_size=args.image_size, limit_train=args.limit_train,
+        device=args.device, precision=args.precision, compile=args.compile,
+    )
+    if args.steps < 1 or args.warmup < 0:
+        raise UsageError(f"--steps must be at least 1 and --warmup at least 0, got {args.steps} and {args.warmup}")
+    result = measure_speed(config, args.steps, args.warmup)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    table = Table(title=f"{args.model} on {args.dataset}, batch {args.batch_size}, {result['precision']}, "
+                        f"{result['device_name']}")
+    for col in ("train img/s", "eval img/s", "compute-only img/s", "train / compute", "peak memory"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{result['train_images_per_sec']:.0f}", f"{result['eval_images_per_sec']:.0f}",
+                  f"{result['compute_only_images_per_sec']:.0f}", f"{result['pipeline_efficiency']:.2f}",
+                  f"{result['peak_memory_bytes'] / 2**20:.0f} MiB ({result['peak_memory_kind']})")
+    Console().print(table)
+    return 0
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="bench", description="Cross image-classification models with loss functions.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -186,6 +214,21 @@ def build_parser() -> Parser:
     grid.add_argument("--out", help="results folder (default: runs/ beside the experiment file)")
     grid.add_argument("--quiet", action="store_true")
     grid.set_defaults(func=command_grid)
+    speed = sub.add_parser("speed", help="training, evaluation and compute-only images/s of one model")
+    speed.add_argument("--model", required=True)
+    speed.add_argument("--dataset", required=True)
+    speed.add_argument("--data-root")
+    speed.add_argument("--loss", default="ce")
+    speed.add_argument("--batch-size", type=int, default=128)
+    speed.add_argument("--image-size", type=int)
+    speed.add_argument("--limit-train", type=int, help="load only this many training images")
+    speed.add_argument("--device", default="auto", choices=DEVICES)
+    speed.add_argument("--precision", default="auto", choices=PRECISIONS)
+    speed.add_argument("--compile", action="store_true")
+    speed.add_argument("--steps", type=int, default=30, help="timed steps (after the warm-up)")
+    speed.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    speed.add_argument("--json", action="store_true", help="print one JSON object")
+    speed.set_defaults(func=command_speed)
     board = sub.add_parser("leaderboard", help="tables, intervals, paired tests and plots from run records")
     board.add_argument("results", nargs="*", default=["runs"], help="folders (searched recursively) or record files")
     board.add_argument("--out", default="leaderboards", help="where to write (default: leaderboards/)")

@@ -49,6 +49,7 @@ class RunConfig:
     weights: str | None = None
     allow_prob_outputs: bool = False
     auto_batch: bool = False
+    compile: bool = False
     device: str = "auto"
     precision: str = "auto"
 

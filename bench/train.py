@@ -46,6 +46,8 @@ def resolve_runtime(device: str, precision: str) -> Runtime:
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     if precision == "auto":
         bf16_ok = dev.type == "cuda" and torch.cuda.is_bf16_supported()
         return Runtime(dev, torch.bfloat16 if bf16_ok else None)
@@ -100,6 +102,35 @@ def make_schedule(config: RunConfig, optimizer: torch.optim.Optimizer, total_ste
     else:
         factor = lambda step: 1.0  # noqa: E731
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def compile_model(model: nn.Module, criterion: nn.Module, runtime: Runtime, batch) -> tuple[nn.Module, float]:
+    """torch.compile the model and trigger compilation on one batch (forward and backward), so its
+    cost is measured apart from training. The warm-up's batch-norm statistics are undone."""
+    compiled = torch.compile(model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    start = time.perf_counter()
+    x, y = batch
+    with runtime.autocast():
+        loss = criterion(compiled(x), y)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(state)
+    if runtime.device.type == "cuda":
+        torch.cuda.synchronize()
+    return compiled, time.perf_counter() - start
+
+
+def train_step(model, criterion, optimizer, scaler, runtime: Runtime, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step; returns the logits and the loss (both still on the device)."""
+    with runtime.autocast():
+        logits = model(x)
+        loss = criterion(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return logits, loss
 
 
 def evaluate(model, batches: TensorBatches, criterion, num_classes: int, runtime: Runtime) -> EvalAccumulator:
@@ -302,10 +333,14 @@ def train_and_test(
             "images_seen": pos["images_seen"], "batch_size": batch_size,
         })
 
+    net = model  # what runs forward; `model` is what checkpoints hold
+    if config.compile:
+        net, record["timing"]["compile_seconds"] = compile_model(model, criterion, runtime, next(train_batches.epoch(0)))
+
     reporter.start(f"{config.model} x {config.loss}", config.epochs, len(train_batches))
     for epoch in range(pos["epoch"], config.epochs):
         resume_step = pos["step"] if epoch == pos["epoch"] else 0
-        model.train()
+        net.train()
         start = time.perf_counter()
         loss_sum = torch.tensor(pos["loss_sum"] if resume_step else 0.0, dtype=torch.float64, device=device)
         correct = torch.tensor(pos["correct"] if resume_step else 0, dtype=torch.long, device=device)
@@ -315,13 +350,7 @@ def train_and_test(
         for step, (x, y) in enumerate(train_batches.epoch(epoch)):
             if step < resume_step:
                 continue  # replayed batches keep the augmentation draws in step
-            with runtime.autocast():
-                logits = model(x)
-                loss = criterion(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            logits, loss = train_step(net, criterion, optimizer, scaler, runtime, x, y)
             schedule.step()
             # Bookkeeping stays on the device: no host sync inside the epoch.
             bad = ~torch.isfinite(loss.detach())
@@ -347,7 +376,7 @@ def train_and_test(
                 diverged_at={"epoch": epoch + 1, "step": first_bad_step.item() + 1},
             )
             break
-        val = evaluate(model, val_batches, criterion, num_classes, runtime).summary()
+        val = evaluate(net, val_batches, criterion, num_classes, runtime).summary()
         entry = {
             "epoch": epoch + 1,
             "train_loss": loss_sum.item() / n_train,
@@ -367,7 +396,7 @@ def train_and_test(
     }
     if record["status"] == "running":
         test_batches = TensorBatches(data.test, **batches)
-        record["metrics"]["test"] = evaluate(model, test_batches, criterion, num_classes, runtime).result(
+        record["metrics"]["test"] = evaluate(net, test_batches, criterion, num_classes, runtime).result(
             data.class_names
         )
         record["status"] = "completed"

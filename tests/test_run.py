@@ -129,3 +129,20 @@ def test_probability_outputs_are_caught_and_named(cli, softmax_model, tmp_path):
                        "--epochs", "1", "--limit-train", "300", "--quiet", "--out", str(tmp_path),
                        "--allow-prob-outputs")
     assert code == 0, err
+
+
+def test_bench_speed_json_has_the_promised_keys(cli):
+    code, out, err = cli("speed", "--model", "cnn-tiny", "--dataset", "cifar10-sample", "--steps", "3",
+                         "--warmup", "1", "--limit-train", "600", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    for key in ("train_images_per_sec", "eval_images_per_sec", "compute_only_images_per_sec",
+                "peak_memory_bytes", "device"):
+        assert result[key] > 0 if key != "device" else result[key] == "cpu"
+
+
+def test_compile_runs_on_cpu_and_reports_compile_time_apart(tmp_path):
+    config = RunConfig(model="mlp2", loss="ce", dataset="cifar10-sample", epochs=1, limit_train=300,
+                       limit_test=50, compile=True)
+    record = run(config, tmp_path)[0]
+    assert record["status"] == "completed" and record["timing"]["compile_seconds"] > 0

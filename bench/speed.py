@@ -1,0 +1,97 @@
+"""`bench speed`: where the time goes. Training images/s through bench's real data path
+(augmentation included), evaluation images/s, and the compute-only images/s of the same
+model and step on resident random tensors, so the pipeline's overhead is a visible ratio."""
+
+from __future__ import annotations
+
+import itertools
+import resource
+import time
+
+import torch
+
+from bench.config import RunConfig
+from bench.datasets import prepare_splits
+from bench.loader import TensorBatches
+from bench.record import device_name
+from bench.train import compile_model, make_optimizer, resolve_runtime, train_step
+from losses import build_loss, resolve_loss_params
+from models import build_model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(device: torch.device, fn, batches, warmup: int, steps: int) -> float:
+    """Seconds for `steps` calls of fn(x, y) after `warmup` untimed ones."""
+    for x, y in itertools.islice(batches, warmup):
+        fn(x, y)
+    _sync(device)
+    start = time.perf_counter()
+    for x, y in itertools.islice(batches, steps):
+        fn(x, y)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def forever(loader: TensorBatches):
+    for epoch in itertools.count():
+        yield from loader.epoch(epoch)
+
+
+def measure_speed(config: RunConfig, steps: int = 30, warmup: int = 5) -> dict:
+    runtime = resolve_runtime(config.device, config.precision)
+    device = runtime.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    data = prepare_splits(config)
+    k = len(data.class_names)
+    criterion = build_loss(config.loss, resolve_loss_params(config.loss, config.loss_params, k), data.class_counts())
+    criterion = criterion.to(device)
+    torch.manual_seed(config.seed)
+    built = build_model(config.model, data.input_shape, k, config.stem, config.pretrained, config.weights)
+    model = built.module.to(device, memory_format=built.memory_format)
+    common = dict(batch_size=config.batch_size, mean=data.mean, std=data.std, device=device,
+                  channels_last=built.convolutional)
+    train_batches = TensorBatches(data.train, train=True, seed=config.seed,
+                                  crop_pad=4 if config.augment else 0, **common)
+    eval_batches = TensorBatches(data.test, **common)
+    optimizer = make_optimizer(config, model)
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp_dtype == torch.float16)
+    result: dict = {"compile_seconds": None}
+    net = model
+    if config.compile:
+        net, result["compile_seconds"] = compile_model(model, criterion, runtime, next(train_batches.epoch(0)))
+
+    def step(x, y):
+        train_step(net, criterion, optimizer, scaler, runtime, x, y)
+
+    def forward(x, y):
+        with torch.no_grad(), runtime.autocast():
+            net(x)
+
+    n = config.batch_size
+    net.train()
+    train_s = _timed(device, step, forever(train_batches), warmup, steps)
+    x0, y0 = next(train_batches.epoch(0))
+    resident = itertools.repeat((torch.randn_like(x0), y0))  # same shape and memory format, no data path
+    compute_s = _timed(device, step, resident, warmup, steps)
+    net.eval()
+    eval_s = _timed(device, forward, forever(eval_batches), warmup, steps)
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    result |= {
+        "model": config.model, "dataset": config.dataset, "batch_size": n, "precision": runtime.precision,
+        "compile": config.compile, "steps": steps, "warmup_steps": warmup,
+        "train_images_per_sec": steps * n / train_s,
+        "eval_images_per_sec": steps * n / eval_s,
+        "compute_only_images_per_sec": steps * n / compute_s,
+        "peak_memory_bytes": int(peak),
+        "peak_memory_kind": "cuda allocated" if device.type == "cuda" else "host max RSS",
+        "device": device.type, "device_name": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+    }
+    result["pipeline_efficiency"] = result["train_images_per_sec"] / result["compute_only_images_per_sec"]
+    return result
