@@ -232,6 +232,15 @@ def provenance(records: list[dict], command: str) -> list[str]:
     ]
 
 
+SECTIONS = (
+    ("## Paired comparison against cross-entropy (same model, same seeds)", "paired_vs_ce"),
+    ("## Per-class test accuracy (%, mean over seeds)", "per_class"),
+    ("## Runs that did not complete", "incomplete"),
+)
+FIGURES = (("mean test accuracy", "heatmap"), ("learning curves", "curves"),
+           ("confusion matrix of the best run", "confusion"))
+
+
 def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", command: str = "") -> list[Path]:
     records, bad = find_records(paths)
     if not records:
@@ -272,26 +281,12 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             "",
             markdown(tables["main"]),
             "",
-            "## Paired comparison against cross-entropy (same model, same seeds)",
-            "",
-            markdown(tables["paired_vs_ce"]),
-            "",
-            "## Per-class test accuracy (%, mean over seeds)",
-            "",
-            markdown(tables["per_class"]),
-            "",
-            "## Runs that did not complete",
-            "",
-            markdown(tables["incomplete"]),
-            "",
-            f"![mean test accuracy]({files['heatmap']})",
-            "",
-            f"![learning curves]({files['curves']})",
-            "",
-            f"![confusion matrix of the best run]({files['confusion']})",
-            "",
-            *provenance(dataset_records, command),
         ]
+        for heading, key in SECTIONS:
+            lines += [heading, "", markdown(tables[key]), ""]
+        for alt, key in FIGURES:
+            lines += [f"![{alt}]({files[key]})", ""]
+        lines += provenance(dataset_records, command)
         if bad:
             lines += ["", "## Unreadable records (left out)", "", *[f"- {b}" for b in bad]]
         path = Path(f"{base}.md")
