@@ -82,7 +82,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("loss hyperparameters (see 'bench losses')")
     for name, hp in all_hparams().items():
         group.add_argument(
-            "--" + name.replace("_", "-"), dest=f"hp_{name}", type=parse_hparam, help=hp.help
+            "--" + name.replace("_", "-"), dest=f"hp_{name}", metavar=name.upper(), type=parse_hparam, help=hp.help
         )
 
 

@@ -14,6 +14,15 @@ from bench.augment import normalize, random_crop_flip
 from bench.imagefolder import ImageSet
 
 
+def place(images: torch.Tensor, device: torch.device, share: float = 0.5) -> torch.Tensor:
+    """On the GPU when the split takes at most `share` of its free memory; otherwise in pinned
+    host memory, from which each batch is copied asynchronously."""
+    if device.type != "cuda":
+        return images
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.to(device) if images.nbytes <= share * free else images.pin_memory()
+
+
 class TensorBatches:
     def __init__(
         self,
@@ -28,8 +37,9 @@ class TensorBatches:
         crop_pad: int = 4,
         channels_last: bool = False,
     ) -> None:
-        self.images = data.images.to(device)
-        self.labels = data.labels.to(device)
+        self.device = device
+        self.images = place(data.images, device)
+        self.labels = data.labels.to(self.images.device)
         self.batch_size = batch_size
         self.mean = torch.tensor(mean, device=device)
         self.std = torch.tensor(std, device=device)
@@ -57,8 +67,8 @@ class TensorBatches:
         augment_rng = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 50_000)
         for i in range(len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
-            images = self.images[index]
+            images = self.images[index].to(self.device, non_blocking=True)
             if self.train and self.crop_pad > 0:
                 images = random_crop_flip(images, self.crop_pad, augment_rng)
             x = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
-            yield x, self.labels[index]
+            yield x, self.labels[index].to(self.device, non_blocking=True)
