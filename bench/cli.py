@@ -86,12 +86,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         )
 
 
-def command_run(args: argparse.Namespace, argv: list[str]) -> int:
+def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
     loss_params = {
         key[3:]: value for key, value in vars(args).items() if key.startswith("hp_") and value is not None
     }
     check_model(args.model), LOSSES.get(args.loss), get_dataset(args.dataset)  # name errors first
-    config = RunConfig(
+    fields = dict(
         model=args.model, loss=args.loss, dataset=args.dataset, loss_params=loss_params,
         data_root=args.data_root, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
@@ -100,10 +100,26 @@ def command_run(args: argparse.Namespace, argv: list[str]) -> int:
         split_seed=args.split_seed, classes=tuple(args.classes.split(",")) if args.classes else (),
         imbalance=args.imbalance, label_noise=args.label_noise, noise_type=args.noise_type,
         skip_bad_images=args.skip_bad_images, stem=args.stem, pretrained=args.pretrained, weights=args.weights,
-        augment=args.augment, allow_prob_outputs=args.allow_prob_outputs, auto_batch=args.auto_batch, compile=args.compile,
-        device=args.device,
-        precision=args.precision,
+        augment=args.augment, allow_prob_outputs=args.allow_prob_outputs, auto_batch=args.auto_batch,
+        compile=args.compile, device=args.device, precision=args.precision,
     )
+    return RunConfig(**(fields | overrides))
+
+
+def command_run(args: argparse.Namespace, argv: list[str]) -> int:
+    overrides = {}
+    if args.params:
+        from bench.tune import load_params
+
+        tuned = load_params(Path(args.params), args.loss)
+        clash = [f for f, key in (("--lr", "lr"), ("--weight-decay", "weight_decay")) if key in tuned and f in argv]
+        clash += [f"--{k.replace('_', '-')}" for k in tuned.get("loss_params", {}) if getattr(args, f"hp_{k}", None) is not None]
+        if clash:
+            raise UsageError(f"{', '.join(clash)} and --params both set the same value; give one of them")
+        given = {k[3:]: v for k, v in vars(args).items() if k.startswith("hp_") and v is not None}
+        overrides = {k: v for k, v in tuned.items() if k != "loss_params"}
+        overrides["loss_params"] = {**tuned.get("loss_params", {}), **given}
+    config = config_from_args(args, **overrides)
     from bench.report import make_reporter, print_summary
     from bench.train import run
 
@@ -112,6 +128,31 @@ def command_run(args: argparse.Namespace, argv: list[str]) -> int:
     if not args.quiet:
         print_summary(record, str(path))
     return 0 if record["status"] == "completed" else 1
+
+
+def command_tune(args: argparse.Namespace, argv: list[str]) -> int:
+    from bench.tune import tune
+
+    if args.trials < 1:
+        raise UsageError(f"--trials must be at least 1, got {args.trials}")
+    config = config_from_args(args)
+    study, best_path = tune(config, args.trials, Path(args.out), args.storage, args.study_name,
+                            args.objective, args.pruner, args.tune_weight_decay)
+    import optuna
+
+    finished = [t for t in study.trials if t.value is not None]
+    top = sorted(finished, key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
+    table = Table(title=f"study {study.study_name}: {len(study.trials)} trials "
+                        f"({sum(t.state.name == 'PRUNED' for t in study.trials)} pruned)")
+    table.add_column("trial", justify="right")
+    table.add_column(args.objective, justify="right")
+    for key in top[0].params:
+        table.add_column(key, justify="right")
+    for t in top[:5]:
+        table.add_row(str(t.number), f"{t.value:.4f}", *[f"{t.params[k]:.4g}" for k in top[0].params])
+    Console().print(table)
+    print(f"best parameters: {best_path} (reproduce with: bench run ... --params {best_path})")
+    return 0
 
 
 def command_models(args: argparse.Namespace, argv: list[str]) -> int:
@@ -208,7 +249,17 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     run_parser = sub.add_parser("run", help="train and test one model x loss x dataset")
     add_run_arguments(run_parser)
+    run_parser.add_argument("--params", help="a best-parameters file written by 'bench tune'")
     run_parser.set_defaults(func=command_run)
+    tune_parser = sub.add_parser("tune", help="Optuna search over lr and the loss's hyperparameters (on val)")
+    add_run_arguments(tune_parser)
+    tune_parser.add_argument("--trials", type=int, default=20, help="trials to add to the study")
+    tune_parser.add_argument("--storage", help="Optuna storage URL (default: sqlite file in --out); journal:PATH too")
+    tune_parser.add_argument("--study-name", help="default: DATASET-MODEL-LOSS")
+    tune_parser.add_argument("--objective", default="val_acc", choices=("val_acc", "val_nll"))
+    tune_parser.add_argument("--pruner", default="hyperband", choices=("hyperband", "median"))
+    tune_parser.add_argument("--tune-weight-decay", action="store_true")
+    tune_parser.set_defaults(func=command_tune)
     grid = sub.add_parser("grid", help="run every model x loss x seed of an experiment file (resumable)")
     grid.add_argument("experiment", help="experiment file (TOML), see bench/experiment.py")
     grid.add_argument("--out", help="results folder (default: runs/ beside the experiment file)")

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 SCHEMA_VERSION = 1
-STATUSES = ("completed", "diverged", "interrupted", "failed")
+STATUSES = ("completed", "diverged", "interrupted", "failed", "pruned")  # pruned: stopped by the tuner
 RECORD_NAME = "record.json"
 
 

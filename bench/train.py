@@ -27,6 +27,14 @@ from losses import build_loss, resolve_loss_params
 from models import BuiltModel, build_model, check_model
 
 
+class RunStopped(Exception):
+    """Raised from a reporter to end a run early with its own status (the tuner's 'pruned')."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
@@ -275,6 +283,9 @@ def run(
                     checkpoint_path.unlink(missing_ok=True)
     except Interrupted as exc:
         record.update(status="interrupted", reason=f"stopped by {exc}; continue with --resume")
+        raise
+    except RunStopped as exc:
+        record.update(status=exc.status, reason=str(exc))
         raise
     except Exception as exc:
         record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")

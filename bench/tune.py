@@ -1,0 +1,151 @@
+"""`bench tune`: Optuna search over the learning rate and the loss's own hyperparameters.
+
+The search space comes from the loss registry's tuning ranges. The objective is measured on the
+validation split, never on test. Studies live in an Optuna storage chosen by URL (SQLite file by
+default, any RDB URL such as postgresql://..., or journal:PATH), so rerunning the same command
+adds trials to the same study, and several workers can share one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+from bench.config import RunConfig
+from bench.errors import UsageError
+from bench.report import QuietReporter
+from bench.train import RunStopped, run
+from losses import LOSSES
+
+LR_RANGES = {"sgd": (1e-3, 0.5), "adamw": (1e-5, 1e-2)}
+WEIGHT_DECAY_RANGE = (1e-5, 1e-2)
+OBJECTIVES = {"val_acc": ("val_acc", "maximize"), "val_nll": ("val_loss", "minimize")}
+PRUNERS = ("hyperband", "median")
+
+
+def tunable_params(loss: str) -> dict:
+    """The loss hyperparameters with a numeric tuning range (per-class and word-valued ones are not tuned)."""
+    return {k: hp for k, hp in LOSSES.get(loss).params.items() if hp.tune is not None and hp.numeric and not hp.per_class}
+
+
+def open_storage(url: str):
+    import optuna
+    from optuna.storages import RetryFailedTrialCallback
+
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url[len("journal:"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    try:
+        # A worker killed mid-trial stops beating; after the grace period its trial is marked
+        # failed and re-queued with the same parameters instead of staying RUNNING forever.
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=20, grace_period=60,
+            heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=3),
+        )
+    except Exception as exc:
+        raise UsageError(
+            f"cannot open Optuna storage {url!r} ({type(exc).__name__}); use sqlite:///FILE, "
+            "postgresql://USER@HOST/DB or journal:PATH"
+        ) from None
+
+
+class PruningReporter(QuietReporter):
+    """Reports each epoch's validation metric to the trial and stops the run when told to."""
+
+    def __init__(self, trial, key: str) -> None:
+        self.trial, self.key = trial, key
+
+    def epoch(self, entry: dict) -> None:
+        self.trial.report(entry[self.key], entry["epoch"])
+        if self.trial.should_prune():
+            raise RunStopped("pruned", f"pruned by the tuner after epoch {entry['epoch']}")
+
+
+def suggest(trial, config: RunConfig, tune_weight_decay: bool) -> RunConfig:
+    lr = trial.suggest_float("lr", *LR_RANGES[config.optimizer], log=True)
+    params = {k: trial.suggest_float(k, *hp.tune, log=hp.log) for k, hp in tunable_params(config.loss).items()}
+    wd = trial.suggest_float("weight_decay", *WEIGHT_DECAY_RANGE, log=True) if tune_weight_decay else config.weight_decay
+    return replace(config, lr=lr, weight_decay=wd, loss_params={**config.loss_params, **params})
+
+
+def tune(
+    config: RunConfig, trials: int, out: Path, storage: str | None = None, study_name: str | None = None,
+    objective: str = "val_acc", pruner: str = "hyperband", tune_weight_decay: bool = False, log=print,
+):
+    """Run `trials` more trials of the study; returns (study, path of the best-parameters file)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out.mkdir(parents=True, exist_ok=True)
+    study_name = study_name or f"{config.dataset}-{config.model}-{config.loss}"
+    url = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
+    key, direction = OBJECTIVES[objective]
+    prune = (optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs, reduction_factor=3)
+             if pruner == "hyperband" else optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    study = optuna.create_study(study_name=study_name, storage=open_storage(url), direction=direction,
+                                pruner=prune, load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=config.seed))
+    # reseed per invocation so that a resumed study does not replay its first random draws
+    study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
+
+    def objective_fn(trial) -> float:
+        trial_config = suggest(trial, config, tune_weight_decay)
+        try:
+            record, _ = run(trial_config, out / "trials", PruningReporter(trial, key))
+        except RunStopped:
+            raise optuna.TrialPruned()
+        if record["status"] != "completed":
+            raise optuna.TrialPruned()  # diverged: nothing to learn from its value
+        value = record["history"][-1][key]
+        log(f"trial {trial.number}: {objective} {value:.4f} with " +
+            ", ".join(f"{k}={v:.4g}" for k, v in trial.params.items()))
+        return value
+
+    study.optimize(objective_fn, n_trials=trials, catch=())
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise UsageError(f"no trial of study {study_name} completed (all pruned or diverged); widen the budget")
+    best = study.best_trial
+    best_path = out / f"{study_name}.best.json"
+    loss_keys = set(tunable_params(config.loss))
+    best_path.write_text(json.dumps({
+        "model": config.model, "loss": config.loss, "dataset": config.dataset,
+        "lr": best.params["lr"],
+        "weight_decay": best.params.get("weight_decay", config.weight_decay),
+        "loss_params": {**config.loss_params, **{k: v for k, v in best.params.items() if k in loss_keys}},
+        "objective": objective, "value": best.value, "trial": best.number,
+        "study": study_name, "storage": url,
+    }, indent=2))
+    return study, best_path
+
+
+PARAMS_KEYS = {"lr", "weight_decay", "loss_params"}
+PARAMS_INFO = {"model", "loss", "dataset", "objective", "value", "trial", "study", "storage"}
+
+
+def load_params(path: Path, loss: str) -> dict:
+    """A best-parameters file as RunConfig overrides; bad files are one clear line."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"--params {path} does not exist") from None
+    except ValueError as exc:
+        raise UsageError(f"--params {path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--params {path} must hold a JSON object")
+    unknown = sorted(set(data) - PARAMS_KEYS - PARAMS_INFO)
+    if unknown:
+        raise UsageError(f"--params {path}: unknown key {', '.join(unknown)}; accepted: {', '.join(sorted(PARAMS_KEYS | PARAMS_INFO))}")
+    if data.get("loss", loss) != loss:
+        raise UsageError(f"--params {path} was tuned for loss {data['loss']!r}, not {loss!r}")
+    for key in ("lr", "weight_decay"):
+        if key in data and (isinstance(data[key], bool) or not isinstance(data[key], (int, float)) or not math.isfinite(data[key])):
+            raise UsageError(f"--params {path}: {key} must be a number, got {data[key]!r}")
+    if not isinstance(data.get("loss_params", {}), dict):
+        raise UsageError(f"--params {path}: loss_params must be an object")
+    return {k: data[k] for k in PARAMS_KEYS if k in data}

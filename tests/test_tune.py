@@ -1,0 +1,73 @@
+"""bench tune: Optuna over lr and the loss's registry ranges, on val, resumable, shareable."""
+
+import json
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+TUNE = ["tune", "--model", "cnn-tiny", "--loss", "focal", "--dataset", "cifar10-sample", "--epochs", "3",
+        "--limit-train", "800", "--limit-test", "50", "--quiet"]
+
+
+def trials_of(storage: str, name: str) -> list:
+    return optuna.load_study(study_name=name, storage=storage).trials
+
+
+def test_tune_prunes_resumes_and_its_best_params_reproduce(cli, tmp_path):
+    out = tmp_path / "tune"
+    code, stdout, err = cli(*TUNE, "--trials", "8", "--out", str(out))
+    assert code == 0, err
+    storage = f"sqlite:///{(out / 'optuna.db').resolve()}"
+    trials = trials_of(storage, "cifar10-sample-cnn-tiny-focal")
+    assert len(trials) == 8
+    assert sum(t.state == optuna.trial.TrialState.PRUNED for t in trials) >= 1
+    assert {"lr", "gamma"} <= set(trials[0].params)
+    assert all(1e-3 <= t.params["lr"] <= 0.5 and 0 <= t.params["gamma"] <= 5 for t in trials)
+    code, _, err = cli(*TUNE, "--trials", "8", "--out", str(out))
+    assert code == 0, err
+    assert len(trials_of(storage, "cifar10-sample-cnn-tiny-focal")) == 16  # same study, 8 more
+
+    best = out / "cifar10-sample-cnn-tiny-focal.best.json"
+    tuned = json.loads(best.read_text())
+    runs = tmp_path / "runs"
+    code, _, err = cli("run", "--model", "cnn-tiny", "--loss", "focal", "--dataset", "cifar10-sample", "--epochs", "3",
+                       "--limit-train", "800", "--limit-test", "50", "--quiet", "--out", str(runs), "--params", str(best))
+    assert code == 0, err
+    [record] = [json.loads(p.read_text()) for p in runs.glob("*/record.json")]
+    assert record["config"]["lr"] == tuned["lr"] and record["config"]["loss_params"]["gamma"] == tuned["loss_params"]["gamma"]
+    # the tuned run reproduces the best trial's validation accuracy
+    assert record["history"][-1]["val_acc"] == pytest.approx(tuned["value"], abs=1e-9)
+    code, _, err = cli("run", "--model", "cnn-tiny", "--loss", "focal", "--dataset", "cifar10-sample",
+                       "--params", str(best), "--gamma", "1")
+    assert code == 2 and "--gamma and --params both set" in err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("{not json", "is not valid JSON"), ('{"lr": 0.1, "momentum2": 3}', "unknown key momentum2"),
+     ('{"lr": "fast"}', "lr must be a number"), ('{"loss": "ce", "lr": 0.1}', "tuned for loss 'ce'")],
+)
+def test_bad_params_files(cli, tmp_path, content, message):
+    path = tmp_path / "p.json"
+    path.write_text(content)
+    code, _, err = cli("run", "--model", "cnn-tiny", "--loss", "focal", "--dataset", "cifar10-sample",
+                       "--params", str(path))
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_two_workers_share_one_journal_study_without_duplicates(tmp_path):
+    storage = f"journal:{tmp_path / 'study.journal'}"
+    cmd = [sys.executable, "-m", "bench", *TUNE, "--trials", "3", "--out", str(tmp_path / "out"),
+           "--storage", storage, "--study-name", "shared", "--pruner", "median"]
+    workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for w in workers:
+        assert w.wait(timeout=600) == 0, w.stderr.read()
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="shared", storage=JournalStorage(JournalFileBackend(str(tmp_path / "study.journal"))))
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == 6 and len(set(numbers)) == 6
+    assert all(t.state.is_finished() for t in study.trials)
