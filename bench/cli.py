@@ -194,14 +194,50 @@ def command_datasets(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
+def grid_configs(args: argparse.Namespace) -> tuple[list[RunConfig], Path]:
     from bench.experiment import load_experiment
-    from bench.grid import run_grid
+
+    if args.experiment:
+        return load_experiment(Path(args.experiment)), Path(args.out or Path(args.experiment).parent / "runs")
+    if not (args.models and args.losses and args.dataset):
+        raise UsageError("bench grid needs an experiment file, or --models, --losses and --dataset")
+    configs = []
+    for model in args.models.split(","):
+        check_model(model)
+        for loss in args.losses.split(","):
+            LOSSES.get(loss)
+            for seed in args.seeds.split(","):
+                if not seed.strip().lstrip("-").isdigit():
+                    raise UsageError(f"--seeds takes comma-separated integers, got {args.seeds!r}")
+                configs.append(RunConfig(
+                    model=model, loss=loss, dataset=args.dataset, data_root=args.data_root, seed=int(seed),
+                    epochs=args.epochs, limit_train=args.limit_train, limit_test=args.limit_test,
+                ))
+    return configs, Path(args.out or "runs")
+
+
+def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
+    import subprocess
+
+    from bench.grid import run_grid, run_grid_shared
     from bench.report import make_reporter
 
-    configs = load_experiment(Path(args.experiment))
-    out = Path(args.out) if args.out else Path(args.experiment).parent / "runs"
-    tally = run_grid(configs, out, lambda: make_reporter(args.quiet))
+    configs, out = grid_configs(args)
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    storage = args.storage or (f"sqlite:///{(out / 'grid.db').resolve()}" if args.workers > 1 else None)
+    if args.workers > 1:  # N worker processes sharing one storage
+        from bench.tune import open_storage
+
+        out.mkdir(parents=True, exist_ok=True)
+        open_storage(storage)  # create the schema once, before the workers race for it
+        cmd = [sys.executable, "-m", "bench", *argv, "--workers", "1", "--storage", storage, "--out", str(out)]
+        procs = [subprocess.Popen(cmd) for _ in range(args.workers)]
+        codes = [p.wait() for p in procs]
+        print(f"grid of {len(configs)} runs in {out}: {args.workers} workers exited with {codes}")
+        return max(codes)
+    reporter = lambda: make_reporter(args.quiet)  # noqa: E731
+    tally = run_grid_shared(configs, out, storage, reporter) if storage else run_grid(configs, out, reporter)
     print(f"grid of {len(configs)} runs in {out}: " + ", ".join(f"{n} {k}" for k, n in sorted(tally.items())))
     return 0 if set(tally) <= {"completed", "skipped"} else 1
 
@@ -261,8 +297,18 @@ def build_parser() -> Parser:
     tune_parser.add_argument("--tune-weight-decay", action="store_true")
     tune_parser.set_defaults(func=command_tune)
     grid = sub.add_parser("grid", help="run every model x loss x seed of an experiment file (resumable)")
-    grid.add_argument("experiment", help="experiment file (TOML), see bench/experiment.py")
-    grid.add_argument("--out", help="results folder (default: runs/ beside the experiment file)")
+    grid.add_argument("experiment", nargs="?", help="experiment file (TOML), see bench/experiment.py")
+    grid.add_argument("--models", help="without a file: comma-separated models")
+    grid.add_argument("--losses", help="without a file: comma-separated losses (default hyperparameters)")
+    grid.add_argument("--seeds", default="0", help="without a file: comma-separated seeds")
+    grid.add_argument("--dataset", help="without a file: the dataset")
+    grid.add_argument("--data-root")
+    grid.add_argument("--epochs", type=int, default=10)
+    grid.add_argument("--limit-train", type=int)
+    grid.add_argument("--limit-test", type=int)
+    grid.add_argument("--storage", help="share the grid through an Optuna storage URL (sqlite:///F, postgresql://...)")
+    grid.add_argument("--workers", type=int, default=1, help="worker processes on this machine (share --storage)")
+    grid.add_argument("--out", help="results folder (default: runs/ beside the experiment file, else runs/)")
     grid.add_argument("--quiet", action="store_true")
     grid.set_defaults(func=command_grid)
     speed = sub.add_parser("speed", help="training, evaluation and compute-only images/s of one model")

@@ -3,6 +3,8 @@ same grid again resumes it (an interrupted run continues from its checkpoint).""
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -14,24 +16,77 @@ from bench.train import find_resumable, run
 
 def run_grid(configs: list[RunConfig], out_dir: Path, make_reporter, log=print) -> Counter:
     """Returns how many runs ended in each status ('skipped' for those already completed)."""
+    return Counter(
+        run_point(config, out_dir, make_reporter, label_of(i, len(configs), config), log)
+        for i, config in enumerate(configs, 1)
+    )
+
+
+def run_point(config: RunConfig, out_dir: Path, make_reporter, label: str, log) -> str:
+    """Run one grid point (resuming it if it was interrupted); returns how it ended."""
+    _, done = find_resumable(out_dir, config.config_hash())
+    if done is not None:
+        log(f"{label}: already completed")
+        return "skipped"
+    try:
+        record, _ = run(config, out_dir, make_reporter(), resume=True)
+    except (UsageError, Interrupted):
+        raise  # bad input concerns the whole grid; a signal stops it (rerun to resume)
+    except Exception as exc:  # recorded as failed by run(); the grid goes on
+        log(f"{label}: failed ({type(exc).__name__}: {exc})")
+        return "failed"
+    test = record["metrics"].get("test")
+    log(f"{label}: {record['status']} " + (f"test acc {test['accuracy']:.2%}" if test else record.get("reason", "")))
+    return record["status"]
+
+
+def label_of(i: int, n: int, config: RunConfig) -> str:
+    params = " ".join(f"{k}={v}" for k, v in sorted(config.loss_params.items()))
+    return f"[{i}/{n}] {config.model} x {config.loss}{' ' + params if params else ''} seed {config.seed}"
+
+
+def run_grid_shared(
+    configs: list[RunConfig], out_dir: Path, storage_url: str, make_reporter, log=print
+) -> Counter:
+    """One worker of a grid shared through an Optuna storage.
+
+    Every grid point is an enqueued trial; workers pop them (atomically, in the storage), so
+    several processes or machines split the grid with no point run twice. A worker killed
+    mid-run stops its heartbeat; its point is then re-queued (RDB storages) and resumed from
+    its checkpoint by whichever worker pops it.
+    """
+    import optuna
+
+    from bench.tune import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(storage_url)
+    hashes = [c.config_hash() for c in configs]
+    name = "grid-" + hashlib.sha1(" ".join(hashes).encode()).hexdigest()[:12]
+    try:
+        study = optuna.create_study(study_name=name, storage=storage)
+        for i, h in enumerate(hashes):
+            study.enqueue_trial({"point": i}, user_attrs={"config_hash": h})
+        study.set_user_attr("points", len(hashes))
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage)
+        deadline = time.monotonic() + 120
+        while study.user_attrs.get("points") != len(hashes):  # the creating worker is still enqueueing
+            if time.monotonic() > deadline:
+                raise UsageError(f"grid study {name} in {storage_url} never finished enqueueing its points")
+            time.sleep(0.5)
     tally: Counter = Counter()
-    for i, config in enumerate(configs, 1):
-        label = f"[{i}/{len(configs)}] {config.model} x {config.loss} {config.loss_params or ''} seed {config.seed}"
-        _, done = find_resumable(out_dir, config.config_hash())
-        if done is not None:
-            tally["skipped"] += 1
-            log(f"{label}: already completed")
-            continue
-        try:
-            record, _ = run(config, out_dir, make_reporter(), resume=True)
-        except (UsageError, Interrupted):
-            raise  # bad input concerns the whole grid; a signal stops it (rerun to resume)
-        except Exception as exc:  # recorded as failed by run(); the grid goes on
-            tally["failed"] += 1
-            log(f"{label}: failed ({type(exc).__name__}: {exc})")
-            continue
-        tally[record["status"]] += 1
-        test = record["metrics"].get("test")
-        outcome = f"test acc {test['accuracy']:.2%}" if test else record.get("reason", "")
-        log(f"{label}: {record['status']} {outcome}")
+
+    def objective(trial) -> float:
+        if "config_hash" not in trial.user_attrs:  # nothing was waiting: the grid is handed out
+            study.stop()
+            raise optuna.TrialPruned()
+        i = trial.suggest_int("point", 0, len(configs) - 1)
+        status = run_point(configs[i], out_dir, make_reporter, label_of(i + 1, len(configs), configs[i]), log)
+        tally[status] += 1
+        if status == "failed":
+            raise RuntimeError(f"grid point {i} failed")
+        return 1.0 if status in ("completed", "skipped") else 0.0
+
+    study.optimize(objective, catch=(RuntimeError,))
     return tally

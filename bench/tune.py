@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +34,7 @@ def tunable_params(loss: str) -> dict:
 
 def open_storage(url: str):
     import optuna
-    from optuna.storages import RetryFailedTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
@@ -40,18 +42,24 @@ def open_storage(url: str):
         path = Path(url[len("journal:"):])
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-    try:
-        # A worker killed mid-trial stops beating; after the grace period its trial is marked
-        # failed and re-queued with the same parameters instead of staying RUNNING forever.
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=20, grace_period=60,
-            heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=3),
-        )
-    except Exception as exc:
-        raise UsageError(
-            f"cannot open Optuna storage {url!r} ({type(exc).__name__}); use sqlite:///FILE, "
-            "postgresql://USER@HOST/DB or journal:PATH"
-        ) from None
+    import warnings
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    for attempt in range(5):
+        try:
+            # A worker killed mid-trial stops beating; after the grace period its trial is marked
+            # failed and re-queued with the same parameters instead of staying RUNNING forever.
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=20, grace_period=60,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
+        except Exception as exc:  # several workers creating the schema at once: try again
+            error = exc
+            time.sleep(0.5 + random.random())
+    raise UsageError(
+        f"cannot open Optuna storage {url!r} ({type(error).__name__}); use sqlite:///FILE, "
+        "postgresql://USER@HOST/DB or journal:PATH"
+    )
 
 
 class PruningReporter(QuietReporter):
