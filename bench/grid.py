@@ -45,6 +45,9 @@ def label_of(i: int, n: int, config: RunConfig) -> str:
     return f"[{i}/{n}] {config.model} x {config.loss}{' ' + params if params else ''} seed {config.seed}"
 
 
+STALE_POLL_SECONDS = 10
+
+
 def run_grid_shared(
     configs: list[RunConfig], out_dir: Path, storage_url: str, make_reporter, log=print
 ) -> Counter:
@@ -88,5 +91,11 @@ def run_grid_shared(
             raise RuntimeError(f"grid point {i} failed")
         return 1.0 if status in ("completed", "skipped") else 0.0
 
-    study.optimize(objective, catch=(RuntimeError,))
-    return tally
+    while True:
+        study.optimize(objective, catch=(RuntimeError,))
+        # Points still RUNNING belong to other workers, or to dead ones whose heartbeat will go
+        # stale and re-queue them: wait for them before calling the grid done.
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if not running:
+            return tally
+        time.sleep(STALE_POLL_SECONDS)
