@@ -53,6 +53,8 @@ def open_storage(url: str):
                 url, heartbeat_interval=20, grace_period=60,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
             )
+        except ImportError as exc:
+            raise UsageError(f"storage {url!r} needs a database driver: {exc} (for PostgreSQL: pip install 'psycopg[binary]')") from None
         except Exception as exc:  # several workers creating the schema at once: try again
             error = exc
             time.sleep(0.5 + random.random())
