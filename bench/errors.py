@@ -6,3 +6,7 @@ class UsageError(Exception):
 
     The message says what was wrong and what would be right.
     """
+
+
+class OutOfMemory(UsageError):
+    """The device ran out of memory at this batch size: exit 2 for `bench run`, a failed point in a grid."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.checkpoint import Interrupted
 from bench.config import RunConfig
-from bench.errors import UsageError
+from bench.errors import OutOfMemory, UsageError
 from bench.train import find_resumable, run
 
 
@@ -30,6 +30,9 @@ def run_point(config: RunConfig, out_dir: Path, make_reporter, label: str, log) 
         return "skipped"
     try:
         record, _ = run(config, out_dir, make_reporter(), resume=True)
+    except OutOfMemory as exc:  # recorded as failed; smaller models may still fit
+        log(f"{label}: failed ({exc})")
+        return "failed"
     except (UsageError, Interrupted):
         raise  # bad input concerns the whole grid; a signal stops it (rerun to resume)
     except Exception as exc:  # recorded as failed by run(); the grid goes on
@@ -45,7 +48,6 @@ def label_of(i: int, n: int, config: RunConfig) -> str:
     return f"[{i}/{n}] {config.model} x {config.loss}{' ' + params if params else ''} seed {config.seed}"
 
 
-STALE_POLL_SECONDS = 10
 
 
 def run_grid_shared(
@@ -60,7 +62,7 @@ def run_grid_shared(
     """
     import optuna
 
-    from bench.tune import open_storage
+    from bench.tune import HEARTBEAT_SECONDS, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url)
@@ -98,4 +100,4 @@ def run_grid_shared(
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         if not running:
             return tally
-        time.sleep(STALE_POLL_SECONDS)
+        time.sleep(HEARTBEAT_SECONDS)

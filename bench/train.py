@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.checkpoint import CHECKPOINT_NAME, Interrupted, graceful_stop, load_checkpoint, restore_rng_states, save_checkpoint
 from bench.config import RunConfig
 from bench.datasets import DataSplits, prepare_splits
-from bench.errors import UsageError
+from bench.errors import OutOfMemory, UsageError
 from bench.loader import TensorBatches
 from bench.metrics import EvalAccumulator
 from bench.record import RECORD_NAME, SCHEMA_VERSION, environment, load_record, utc_now, write_json_atomic
@@ -271,7 +271,7 @@ def run(
                     break
                 except torch.OutOfMemoryError:
                     if not config.auto_batch or batch_size == 1:
-                        raise UsageError(
+                        raise OutOfMemory(
                             f"out of memory on {record['env']['device_name']} at batch size {batch_size}; "
                             f"try --batch-size {max(1, batch_size // 2)}, or --auto-batch to halve until it fits"
                         ) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from dataclasses import replace
@@ -23,6 +24,8 @@ from losses import LOSSES
 
 LR_RANGES = {"sgd": (1e-3, 0.5), "adamw": (1e-5, 1e-2)}
 WEIGHT_DECAY_RANGE = (1e-5, 1e-2)
+# A worker beats every HEARTBEAT_SECONDS; one silent for three beats is taken for dead.
+HEARTBEAT_SECONDS = int(os.environ.get("BENCH_HEARTBEAT_SECONDS", "20"))
 OBJECTIVES = {"val_acc": ("val_acc", "maximize"), "val_nll": ("val_loss", "minimize")}
 PRUNERS = ("hyperband", "median")
 
@@ -50,7 +53,7 @@ def open_storage(url: str):
             # A worker killed mid-trial stops beating; after the grace period its trial is marked
             # failed and re-queued with the same parameters instead of staying RUNNING forever.
             return optuna.storages.RDBStorage(
-                url, heartbeat_interval=20, grace_period=60,
+                url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
             )
         except ImportError as exc:

@@ -69,3 +69,50 @@ def test_grid_skips_completed_runs_and_goes_on_after_divergence(cli, tmp_path):
     code, out, _ = cli("grid", str(diverging), "--quiet", "--out", str(tmp_path / "div"))
     assert code == 1 and "diverged" in out
     assert len(list((tmp_path / "div").glob("*/record.json"))) == 8  # every run was tried
+
+
+GRID = ["grid", "--models", "cnn-tiny", "--losses", "ce,focal,l1", "--seeds", "0,1", "--dataset", "cifar10-sample",
+        "--epochs", "2", "--limit-train", "1500", "--limit-test", "100", "--quiet"]
+
+
+def completed_per_point(out):
+    import collections
+    import json
+
+    records = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
+    assert all(r["status"] == "completed" for r in records)
+    return collections.Counter(r["config_hash"] for r in records)
+
+
+def test_local_workers_split_a_sqlite_grid(cli, tmp_path):
+    code, out, err = cli(*GRID, "--workers", "2", "--out", str(tmp_path / "runs"))
+    assert code == 0, err
+    counts = completed_per_point(tmp_path / "runs")
+    assert len(counts) == 6 and set(counts.values()) == {1}
+
+
+def test_killed_shared_worker_is_requeued_after_its_heartbeat_stops(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "BENCH_HEARTBEAT_SECONDS": "1"}
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "bench", *GRID, "--storage", f"sqlite:///{tmp_path / 'grid.db'}", "--out", str(out)]
+    victim = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("*/checkpoint.pt")) and time.monotonic() < deadline:  # killed inside a run
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    rescuer = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert rescuer.returncode == 0, rescuer.stderr
+    counts = completed_per_point(out)
+    assert len(counts) == 6 and set(counts.values()) == {1}
+    import optuna
+
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'grid.db'}")
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,)), "a dead worker's point stayed RUNNING"
+    assert study.get_trials(states=(optuna.trial.TrialState.FAIL,)), "the killed point was not failed and retried"
