@@ -191,6 +191,7 @@ def command_datasets(args: argparse.Namespace, argv: list[str]) -> int:
         spec = DATASETS.get(name)
         table.add_row(name, f"{spec.image_size} px", spec.description)
     Console().print(table)
+    print("and folder:PATH for any image tree (train/ + test/ class folders, or one root of class folders)")
     return 0
 
 
@@ -354,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `bench models --timm '*' | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
