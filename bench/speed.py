@@ -11,12 +11,9 @@ import time
 import torch
 
 from bench.config import RunConfig
-from bench.datasets import prepare_splits
 from bench.loader import TensorBatches
 from bench.record import device_name
-from bench.train import compile_model, make_optimizer, resolve_runtime, train_step
-from losses import build_loss, resolve_loss_params
-from models import build_model
+from bench.train import compile_model, make_optimizer, prepare, train_step
 
 
 def _sync(device: torch.device) -> None:
@@ -42,22 +39,14 @@ def forever(loader: TensorBatches):
 
 
 def measure_speed(config: RunConfig, steps: int = 30, warmup: int = 5) -> dict:
-    runtime = resolve_runtime(config.device, config.precision)
+    setup = prepare(config)
+    runtime, criterion = setup.runtime, setup.criterion
     device = runtime.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    data = prepare_splits(config)
-    k = len(data.class_names)
-    criterion = build_loss(config.loss, resolve_loss_params(config.loss, config.loss_params, k), data.class_counts())
-    criterion = criterion.to(device)
-    torch.manual_seed(config.seed)
-    built = build_model(config.model, data.input_shape, k, config.stem, config.pretrained, config.weights)
-    model = built.module.to(device, memory_format=built.memory_format)
-    common = dict(batch_size=config.batch_size, mean=data.mean, std=data.std, device=device,
-                  channels_last=built.convolutional)
-    train_batches = TensorBatches(data.train, train=True, seed=config.seed,
-                                  crop_pad=4 if config.augment else 0, **common)
-    eval_batches = TensorBatches(data.test, **common)
+    model, built = setup.make_model()
+    train_batches = setup.batches("train", config.batch_size, built.convolutional)
+    eval_batches = setup.batches("test", config.batch_size, built.convolutional)
     optimizer = make_optimizer(config, model)
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp_dtype == torch.float16)
     result: dict = {"compile_seconds": None}

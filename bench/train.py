@@ -152,6 +152,46 @@ def evaluate(model, batches: TensorBatches, criterion, num_classes: int, runtime
     return acc
 
 
+@dataclass
+class Setup:
+    """What a configuration resolves to before any training: device, data splits, loss."""
+
+    config: RunConfig
+    runtime: Runtime
+    data: DataSplits
+    loss_params: dict
+    criterion: nn.Module
+
+    def make_model(self) -> tuple[nn.Module, BuiltModel]:
+        """The model on its device, with the seed's initial weights (the same whatever the loss)."""
+        config, data = self.config, self.data
+        torch.manual_seed(config.seed)
+        try:
+            built = build_model(config.model, data.input_shape, len(data.class_names), config.stem,
+                                config.pretrained, config.weights)
+        except ValueError as exc:
+            raise UsageError(f"model {config.model} cannot take {data.input_shape} inputs: {exc}") from None
+        return built.module.to(self.runtime.device, memory_format=built.memory_format), built
+
+    def batches(self, split: str, batch_size: int, channels_last: bool) -> TensorBatches:
+        """Tensor batches of a split; the training split is shuffled and augmented per seed."""
+        train = split == "train"
+        return TensorBatches(
+            getattr(self.data, split), batch_size, self.data.mean, self.data.std, self.runtime.device,
+            train=train, seed=self.config.seed, crop_pad=4 if train and self.config.augment else 0,
+            channels_last=channels_last,
+        )
+
+
+def prepare(config: RunConfig) -> Setup:
+    runtime = resolve_runtime(config.device, config.precision)
+    check_model(config.model)
+    data = prepare_splits(config)
+    loss_params = resolve_loss_params(config.loss, config.loss_params, len(data.class_names))
+    criterion = build_loss(config.loss, loss_params, data.class_counts()).to(runtime.device)
+    return Setup(config, runtime, data, loss_params, criterion)
+
+
 RUN_INFO_NAME = "run.json"  # written at start: lets --resume find a run that never finished
 
 
@@ -200,24 +240,9 @@ def run(
     """
     setup_start = time.perf_counter()
     reporter = reporter or QuietReporter()
-    runtime = resolve_runtime(config.device, config.precision)
-    check_model(config.model)
-    data = prepare_splits(config)
-    num_classes = len(data.class_names)
-    loss_params = resolve_loss_params(config.loss, config.loss_params, num_classes)
-    criterion = build_loss(config.loss, loss_params, data.class_counts()).to(runtime.device)
-
-    def make_model() -> tuple[nn.Module, BuiltModel]:
-        torch.manual_seed(config.seed)  # same seed -> same initial weights, whatever the loss
-        try:
-            built = build_model(
-                config.model, data.input_shape, num_classes, config.stem, config.pretrained, config.weights
-            )
-        except ValueError as exc:
-            raise UsageError(f"model {config.model} cannot take {data.input_shape} inputs: {exc}") from None
-        return built.module.to(runtime.device, memory_format=built.memory_format), built
-
-    model, built = make_model()
+    setup = prepare(config)
+    runtime, data, loss_params = setup.runtime, setup.data, setup.loss_params
+    model, built = setup.make_model()
     if not config.allow_prob_outputs:
         check_outputs_are_logits(model, data, config.model, runtime.device)
 
@@ -266,8 +291,8 @@ def run(
         with graceful_stop() as stop:
             while True:
                 try:
-                    train_and_test(config, batch_size, data, model, criterion, runtime, record, reporter,
-                                   built.memory_format, checkpoint, checkpoint_path, stop)
+                    train_and_test(setup, batch_size, model, built.convolutional, record, reporter,
+                                   checkpoint, checkpoint_path, stop)
                     break
                 except torch.OutOfMemoryError:
                     if not config.auto_batch or batch_size == 1:
@@ -278,7 +303,7 @@ def run(
                     batch_size //= 2  # start again from the same initial weights
                     if runtime.device.type == "cuda":
                         torch.cuda.empty_cache()
-                    model, built = make_model()
+                    model, built = setup.make_model()
                     checkpoint, record["history"] = None, []
                     checkpoint_path.unlink(missing_ok=True)
     except Interrupted as exc:
@@ -303,18 +328,12 @@ def run(
 
 
 def train_and_test(
-    config: RunConfig, batch_size: int, data: DataSplits, model: nn.Module, criterion: nn.Module, runtime: Runtime,
-    record: dict, reporter, memory_format: torch.memory_format, checkpoint: dict | None,
-    checkpoint_path: Path, stop,
+    setup: Setup, batch_size: int, model: nn.Module, channels_last: bool, record: dict, reporter,
+    checkpoint: dict | None, checkpoint_path: Path, stop,
 ) -> None:
-    batches = dict(
-        batch_size=batch_size, mean=data.mean, std=data.std,
-        device=runtime.device, channels_last=memory_format == torch.channels_last,
-    )
-    train_batches = TensorBatches(
-        data.train, train=True, seed=config.seed, crop_pad=4 if config.augment else 0, **batches
-    )
-    val_batches = TensorBatches(data.val, **batches)
+    config, data, criterion, runtime = setup.config, setup.data, setup.criterion, setup.runtime
+    train_batches = setup.batches("train", batch_size, channels_last)
+    val_batches = setup.batches("val", batch_size, channels_last)
     num_classes = len(data.class_names)
     optimizer = make_optimizer(config, model)
     total_steps = config.epochs * len(train_batches)
@@ -406,7 +425,7 @@ def train_and_test(
         "train_images_per_sec": pos["images_seen"] / pos["train_seconds"] if pos["train_seconds"] else 0.0,
     }
     if record["status"] == "running":
-        test_batches = TensorBatches(data.test, **batches)
+        test_batches = setup.batches("test", batch_size, channels_last)
         record["metrics"]["test"] = evaluate(net, test_batches, criterion, num_classes, runtime).result(
             data.class_names
         )

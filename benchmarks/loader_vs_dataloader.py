@@ -23,12 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from bench.config import RunConfig
-from bench.datasets import prepare_splits
-from bench.loader import TensorBatches
 from bench.record import device_name
-from bench.train import make_optimizer, resolve_runtime, train_step
-from losses import build_loss
-from models import build_model
+from bench.train import make_optimizer, prepare, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,22 +66,18 @@ def main() -> None:
 
     config = RunConfig(model=args.model, loss="ce", dataset="cifar10", data_root=args.data_root,
                        batch_size=args.batch_size, device="cpu", precision="fp32")
-    runtime = resolve_runtime("cpu", "fp32")
-    data = prepare_splits(config)
-    criterion = build_loss("ce", {"label_smoothing": 0.0, "class_weights": None}, data.class_counts())
+    setup = prepare(config)
+    runtime, data = setup.runtime, setup.data
 
     def fresh_step():
-        torch.manual_seed(0)
-        built = build_model(args.model, data.input_shape, 10)
-        model = built.module.to(memory_format=built.memory_format).train()
+        model, built = setup.make_model()
         optimizer = make_optimizer(config, model)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         fmt = built.memory_format
-        return lambda x, y: train_step(model, criterion, optimizer, scaler, runtime,
+        return lambda x, y: train_step(model.train(), setup.criterion, optimizer, scaler, runtime,
                                        x.contiguous(memory_format=fmt), y)
 
-    ours = TensorBatches(data.train, args.batch_size, data.mean, data.std, runtime.device, train=True,
-                         channels_last=build_model(args.model, data.input_shape, 10).convolutional)
+    ours = setup.batches("train", args.batch_size, setup.make_model()[1].convolutional)
     bench_ips = images_per_sec((b for e in itertools.count() for b in ours.epoch(e)), fresh_step(),
                                args.warmup, args.steps, args.batch_size)
 

@@ -49,13 +49,19 @@ def build_timm(
 
     check_name(name)
     channels, height, _ = input_shape
-    kwargs = dict(num_classes=num_classes, in_chans=channels)
+    kwargs = dict(num_classes=num_classes, in_chans=channels, pretrained=pretrained)
     try:
-        model = timm.create_model(name, pretrained=pretrained, img_size=height, **kwargs)
-    except TypeError:  # the model has a fixed input size (CNNs adapt to any)
-        model = create_pretrained_or_not(timm, name, pretrained, kwargs)
+        try:
+            model = timm.create_model(name, img_size=height, **kwargs)
+        except TypeError:  # the model has a fixed input size (CNNs adapt to any)
+            model = timm.create_model(name, **kwargs)
     except Exception as exc:
-        raise pretrained_error(name, exc) if pretrained else exc
+        if not pretrained:
+            raise
+        raise UsageError(
+            f"could not load pretrained weights for timm:{name} ({type(exc).__name__}; offline?); "
+            "download them where there is a network and pass --weights FILE, or drop --pretrained"
+        ) from None
     wants_small = stem == "cifar" or (stem == "auto" and height <= 32)
     used = "imagenet"
     if wants_small:
@@ -66,22 +72,6 @@ def build_timm(
     if weights is not None:
         load_weights(model, Path(weights), name)
     return model, used
-
-
-def create_pretrained_or_not(timm, name: str, pretrained: bool, kwargs: dict) -> nn.Module:
-    try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
-    except Exception as exc:
-        if pretrained:
-            raise pretrained_error(name, exc) from None
-        raise
-
-
-def pretrained_error(name: str, exc: Exception) -> UsageError:
-    return UsageError(
-        f"could not load pretrained weights for timm:{name} ({type(exc).__name__}; offline?); "
-        "download them where there is a network and pass --weights FILE, or drop --pretrained"
-    )
 
 
 def load_weights(model: nn.Module, path: Path, name: str) -> None:
