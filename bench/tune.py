@@ -52,10 +52,14 @@ def open_storage(url: str):
         try:
             # A worker killed mid-trial stops beating; after the grace period its trial is marked
             # failed and re-queued with the same parameters instead of staying RUNNING forever.
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                engine_kwargs={"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None,
             )
+            if storage.engine.name == "sqlite":
+                serialize_sqlite_transactions(storage.engine)
+            return storage
         except ImportError as exc:
             raise UsageError(f"storage {url!r} needs a database driver: {exc} (for PostgreSQL: pip install 'psycopg[binary]')") from None
         except Exception as exc:  # several workers creating the schema at once: try again
@@ -65,6 +69,27 @@ def open_storage(url: str):
         f"cannot open Optuna storage {url!r} ({type(error).__name__}); use sqlite:///FILE, "
         "postgresql://USER@HOST/DB or journal:PATH"
     )
+
+
+def serialize_sqlite_transactions(engine) -> None:
+    """Make every transaction on a SQLite engine take the write lock when it begins.
+
+    Python's sqlite3 driver begins a transaction only at the first write, so Optuna's
+    read-then-update of a WAITING trial is not atomic there: two workers can pop the same
+    enqueued trial and run one grid point twice. BEGIN IMMEDIATE (SQLAlchemy's documented
+    recipe for pysqlite) serializes them; waiting workers retry for the connect timeout.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # pooled connections were opened before the listeners
 
 
 class PruningReporter(QuietReporter):

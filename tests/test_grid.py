@@ -116,3 +116,42 @@ def test_killed_shared_worker_is_requeued_after_its_heartbeat_stops(tmp_path):
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'grid.db'}")
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,)), "a dead worker's point stayed RUNNING"
     assert study.get_trials(states=(optuna.trial.TrialState.FAIL,)), "the killed point was not failed and retried"
+
+
+POP = """
+import sys, time
+from pathlib import Path
+import optuna
+from bench.tune import open_storage
+
+url, barrier, me, n = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+study = optuna.load_study(study_name="queue", storage=open_storage(url))
+(barrier / me).touch()
+while len(list(barrier.iterdir())) < n:  # every worker pops at the same moment
+    time.sleep(0.001)
+print(" ".join(str(study.ask()._trial_id) for _ in range(10)))
+"""
+
+
+def test_concurrent_workers_never_pop_the_same_sqlite_trial(tmp_path):
+    """Without serialized SQLite transactions, 4 workers popping 40 enqueued trials at once got
+    the same trial twice in every attempt (and a grid point ran twice)."""
+    import collections
+    import subprocess
+    import sys
+
+    import optuna
+
+    from bench.tune import open_storage
+
+    url, barrier, n = f"sqlite:///{tmp_path / 'queue.db'}", tmp_path / "barrier", 4
+    barrier.mkdir()
+    study = optuna.create_study(study_name="queue", storage=open_storage(url))
+    for i in range(10 * n):
+        study.enqueue_trial({"point": i})
+    workers = [subprocess.Popen([sys.executable, "-W", "ignore", "-c", POP, url, str(barrier), str(w), str(n)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(n)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [err for _, err in outputs]
+    popped = collections.Counter(int(t) for out, _ in outputs for t in out.split())
+    assert len(popped) == 10 * n and set(popped.values()) == {1}, popped
