@@ -146,3 +146,13 @@ def test_compile_runs_on_cpu_and_reports_compile_time_apart(tmp_path):
                        limit_test=50, compile=True)
     record = run(config, tmp_path)[0]
     assert record["status"] == "completed" and record["timing"]["compile_seconds"] > 0
+
+
+def test_run_identity_is_stable_and_ignores_where_the_data_lies():
+    """Published grids find their finished runs by this hash. A new RunConfig field changes it
+    for every run and makes every grid start over: leave a new field out of the identity at the
+    default that reproduces earlier runs, and only then update this value."""
+    config = RunConfig(model="cnn-tiny", loss="ce", dataset="cifar10", epochs=3)
+    assert config.config_hash() == "50e92cb02aa6"
+    assert RunConfig(model="cnn-tiny", loss="ce", dataset="cifar10", epochs=3, data_root="/elsewhere").config_hash() == "50e92cb02aa6"
+    assert RunConfig(model="cnn-tiny", loss="ce", dataset="cifar10", epochs=4).config_hash() != "50e92cb02aa6"
