@@ -227,6 +227,11 @@ def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     storage = args.storage or (f"sqlite:///{(out / 'grid.db').resolve()}" if args.workers > 1 else None)
+    if storage and storage.startswith("journal:"):
+        raise UsageError(
+            f"bench grid cannot share {storage!r}: a journal storage has no heartbeat, so a killed "
+            "worker's point would never be re-queued; use sqlite:///FILE or postgresql://USER@HOST/DB"
+        )
     if args.workers > 1:  # N worker processes sharing one storage
         from bench.tune import open_storage
 

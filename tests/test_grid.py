@@ -118,6 +118,12 @@ def test_killed_shared_worker_is_requeued_after_its_heartbeat_stops(tmp_path):
     assert study.get_trials(states=(optuna.trial.TrialState.FAIL,)), "the killed point was not failed and retried"
 
 
+def test_a_grid_refuses_a_journal_storage_before_running_anything(cli, tmp_path):
+    code, _, err = cli(*GRID, "--storage", f"journal:{tmp_path / 'grid.journal'}", "--out", str(tmp_path / "runs"))
+    assert code == 2 and err.count("\n") == 1 and "no heartbeat" in err and "sqlite:///FILE" in err, err
+    assert not (tmp_path / "runs").exists()
+
+
 POP = """
 import sys, time
 from pathlib import Path
