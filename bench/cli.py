@@ -12,6 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -171,17 +172,24 @@ def command_models(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def command_losses(args: argparse.Namespace, argv: list[str]) -> int:
-    table = Table("loss", "hyperparameter", "default", "valid", "tuning range", "description")
-    for column in table.columns[:5]:
+    console = Console()
+    wide = console.width >= 150  # narrower: descriptions go below the table instead of being squeezed
+    table = Table("loss", "hyperparameter", "default", "valid", "tuning range", *(["description"] if wide else []),
+                  box=box.SIMPLE_HEAD)
+    for column in table.columns[:3]:  # names, flags and defaults whole; ranges wrap if they must
         column.no_wrap = True
-    for name in LOSSES.names(args.pattern):
+    names = LOSSES.names(args.pattern)
+    for name in names:
         spec = LOSSES.get(name)
         rows = list(spec.params.items()) or [("", None)]
         for i, (key, hp) in enumerate(rows):
             cells = ["", "", ""] if hp is None else [hp.default_text(), hp.range_text(), hp.tune_text()]
             flag = "--" + key.replace("_", "-") if key else ""
-            table.add_row(name if i == 0 else "", flag, *cells, spec.summary if i == 0 else "")
-    Console().print(table)
+            table.add_row(name if i == 0 else "", flag, *cells, *([spec.summary if i == 0 else ""] if wide else []))
+    console.print(table)
+    if not wide:
+        for name in names:
+            console.print(f"[bold]{name}[/bold]: {LOSSES.get(name).summary}", highlight=False)
     return 0
 
 

@@ -62,9 +62,14 @@ def test_missing_dataset_without_network_says_how_to_provide_it(cli, monkeypatch
     assert_usage_error(result, "could not download CIFAR-10", "--data-root")
 
 
-def test_listings_come_from_the_registries(cli):
+def test_listings_come_from_the_registries(cli, monkeypatch):
+    from losses import LOSSES
+
+    monkeypatch.setenv("COLUMNS", "80")  # a narrow terminal: nothing may be cut to an ellipsis
     code, out, _ = cli("losses")
-    assert code == 0 and all(name in out for name in ("ce", "focal", "l1", "--gamma"))
+    flags = {"--" + k.replace("_", "-") for n in LOSSES.names() for k in LOSSES.get(n).params}
+    assert code == 0 and "…" not in out and {"--gamma", "--label-smoothing", "--class-weights"} <= flags
+    assert all(f" {flag} " in out for flag in flags) and all(f"{name}:" in out for name in LOSSES.names())
     code, out, _ = cli("models", "cnn*")
     assert code == 0 and "cnn-tiny" in out and "mlp2" not in out
     code, out, _ = cli("datasets")
