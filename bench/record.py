@@ -1,17 +1,23 @@
-"""Run records: one JSON file per run, written atomically (temp file + rename)."""
+"""Run records and run folders: one JSON record per run, written atomically (temp file + rename),
+in a folder that a later --resume or grid finds by the run's config hash."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from bench.config import RunConfig
 
 SCHEMA_VERSION = 1
 STATUSES = ("completed", "diverged", "interrupted", "failed", "pruned")  # pruned: stopped by the tuner
@@ -96,3 +102,41 @@ def load_record(path: Path) -> dict:
     if missing or record["status"] not in STATUSES:
         raise ValueError(f"{path} is not a valid run record (missing {sorted(missing)})")
     return record
+
+
+RUN_INFO_NAME = "run.json"  # written at start: lets --resume find a run that never finished
+
+
+def new_run_id(config: RunConfig) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    name = f"{config.dataset}_{config.model}_{config.loss}_s{config.seed}_{stamp}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def find_resumable(out_dir: Path, config_hash: str) -> tuple[Path | None, dict | None]:
+    """The newest run folder of this configuration that did not end, or that completed.
+
+    Returns (folder, its completed record or None). Runs that diverged or failed are not
+    resumed: running the command again starts a new run.
+    """
+    candidates = []
+    for info_path in out_dir.glob(f"*/{RUN_INFO_NAME}"):
+        try:
+            info = json.loads(info_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if info.get("config_hash") == config_hash:
+            candidates.append((info.get("started", ""), info_path.parent))
+    for _, folder in sorted(candidates, reverse=True):
+        record_path = folder / RECORD_NAME
+        if not record_path.exists():
+            return folder, None
+        try:
+            record = load_record(record_path)
+        except (OSError, ValueError):
+            return folder, None
+        if record["status"] == "completed":
+            return folder, record
+        if record["status"] == "interrupted":
+            return folder, None
+    return None, None

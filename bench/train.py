@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -21,7 +19,9 @@ from bench.datasets import DataSplits, prepare_splits
 from bench.errors import OutOfMemory, UsageError
 from bench.loader import TensorBatches
 from bench.metrics import EvalAccumulator
-from bench.record import RECORD_NAME, SCHEMA_VERSION, environment, load_record, utc_now, write_json_atomic
+from bench.record import (
+    RECORD_NAME, RUN_INFO_NAME, SCHEMA_VERSION, environment, find_resumable, new_run_id, utc_now, write_json_atomic,
+)
 from bench.report import QuietReporter
 from losses import build_loss, resolve_loss_params
 from models import BuiltModel, build_model, check_model
@@ -190,44 +190,6 @@ def prepare(config: RunConfig) -> Setup:
     loss_params = resolve_loss_params(config.loss, config.loss_params, len(data.class_names))
     criterion = build_loss(config.loss, loss_params, data.class_counts()).to(runtime.device)
     return Setup(config, runtime, data, loss_params, criterion)
-
-
-RUN_INFO_NAME = "run.json"  # written at start: lets --resume find a run that never finished
-
-
-def new_run_id(config: RunConfig) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
-    name = f"{config.dataset}_{config.model}_{config.loss}_s{config.seed}_{stamp}"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
-
-
-def find_resumable(out_dir: Path, config_hash: str) -> tuple[Path | None, dict | None]:
-    """The newest run folder of this configuration that did not end, or that completed.
-
-    Returns (folder, its completed record or None). Runs that diverged or failed are not
-    resumed: running the command again starts a new run.
-    """
-    candidates = []
-    for info_path in out_dir.glob(f"*/{RUN_INFO_NAME}"):
-        try:
-            info = json.loads(info_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if info.get("config_hash") == config_hash:
-            candidates.append((info.get("started", ""), info_path.parent))
-    for _, folder in sorted(candidates, reverse=True):
-        record_path = folder / RECORD_NAME
-        if not record_path.exists():
-            return folder, None
-        try:
-            record = load_record(record_path)
-        except (OSError, ValueError):
-            return folder, None
-        if record["status"] == "completed":
-            return folder, record
-        if record["status"] == "interrupted":
-            return folder, None
-    return None, None
 
 
 def run(

@@ -2,7 +2,6 @@
 an uninterrupted run; divergence is recorded, not hidden."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
