@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,6 +141,18 @@ def test_bench_speed_json_has_the_promised_keys(cli):
                 "peak_memory_bytes", "device"):
         assert result[key] > 0 if key != "device" else result[key] == "cpu"
 
+
+
+def test_loader_benchmark_script_runs_both_loops():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "loader_vs_dataloader.py"
+    done = subprocess.run([sys.executable, str(script), "--dataset", "cifar10-sample", "--steps", "3", "--warmup", "1",
+                           "--workers", "0"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["bench_images_per_sec"] > 0 and result["dataloader_pil_images_per_sec"] > 0
+    reference = result["dataloader_pil_images_per_sec"]
+    assert result["ratio"] == pytest.approx(result["bench_images_per_sec"] / reference, abs=0.011)
+    assert result["ceiling_ratio"] == pytest.approx(result["compute_only_images_per_sec"] / reference, abs=0.011)
 
 def test_compile_runs_on_cpu_and_reports_compile_time_apart(tmp_path):
     config = RunConfig(model="mlp2", loss="ce", dataset="cifar10-sample", epochs=1, limit_train=300,
