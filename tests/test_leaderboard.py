@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,23 @@ def test_leaderboard_without_records_is_a_usage_error(cli, tmp_path):
     assert code == 2 and "no run records" in err
     code, _, err = cli("leaderboard", str(tmp_path / "missing"))
     assert code == 2 and "no such results folder" in err
+
+
+PUBLISHED = sorted((Path(__file__).resolve().parents[1] / "leaderboards").glob("*/leaderboard-*.md"))
+
+
+@pytest.mark.parametrize("published", PUBLISHED, ids=lambda p: p.parent.name)
+def test_published_leaderboards_are_what_their_committed_records_say(published, tmp_path):
+    """Every published table is well formed and is exactly what bench makes from the records
+    committed beside it (only the provenance footer's dates may differ)."""
+    runs = published.parent / "runs"
+    class_names = json.loads(next(runs.glob("*/record.json")).read_text())["dataset"]["class_names"]
+    text = published.read_text()
+    tables = markdown_tables(text)
+    for table in tables:
+        assert all(len(cells(row)) == len(cells(table[0])) for row in table), table
+    assert cells(tables[2][0])[2:] == class_names
+    for png in re.findall(r"\]\(([^)]+\.png)\)", text):
+        assert (published.parent / png).exists(), png
+    [remade] = write_leaderboards([runs], tmp_path, command="bench leaderboard")
+    assert markdown_tables(remade.read_text()) == tables
