@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def run_grid_shared(
     from bench.tune import HEARTBEAT_SECONDS, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = open_storage(storage_url)
     hashes = [c.config_hash() for c in configs]
     name = "grid-" + hashlib.sha1(" ".join(hashes).encode()).hexdigest()[:12]
@@ -83,7 +85,7 @@ def run_grid_shared(
     tally: Counter = Counter()
 
     def objective(trial) -> float:
-        if "config_hash" not in trial.user_attrs:  # nothing was waiting: the grid is handed out
+        if "config_hash" not in trial.user_attrs:  # another worker took the last point first
             study.stop()
             raise optuna.TrialPruned()
         i = trial.suggest_int("point", 0, len(configs) - 1)
@@ -93,8 +95,14 @@ def run_grid_shared(
             raise RuntimeError(f"grid point {i} failed")
         return 1.0 if status in ("completed", "skipped") else 0.0
 
+    def stop_when_handed_out(study, _trial) -> None:  # spares a placeholder trial in most cases
+        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            study.stop()
+
     while True:
-        study.optimize(objective, catch=(RuntimeError,))
+        optuna.storages.fail_stale_trials(study)  # re-queues the points of dead workers
+        if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            study.optimize(objective, catch=(RuntimeError,), callbacks=[stop_when_handed_out])
         # Points still RUNNING belong to other workers, or to dead ones whose heartbeat will go
         # stale and re-queue them: wait for them before calling the grid done.
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))

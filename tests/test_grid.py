@@ -116,6 +116,7 @@ def test_killed_shared_worker_is_requeued_after_its_heartbeat_stops(tmp_path):
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'grid.db'}")
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,)), "a dead worker's point stayed RUNNING"
     assert study.get_trials(states=(optuna.trial.TrialState.FAIL,)), "the killed point was not failed and retried"
+    assert not study.get_trials(states=(optuna.trial.TrialState.PRUNED,)), "a lone worker made a placeholder trial"
 
 
 def test_a_grid_refuses_a_journal_storage_before_running_anything(cli, tmp_path):
