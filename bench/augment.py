@@ -25,6 +25,7 @@ def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator)
     pixels = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
     return padded.view(b, c, -1).gather(2, pixels).view(b, c, h, w)
 
+
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 [B, C, H, W] -> float32, scaled to [0, 1] then standardised per channel."""
     return (images.float().div_(255) - mean[:, None, None]) / std[:, None, None]
