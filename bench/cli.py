@@ -60,7 +60,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-test", type=int, help="report on this many test images (stratified)")
     p.add_argument("--image-size", type=int, help="resize images to this many pixels square")
     p.add_argument("--stem", default="auto", choices=STEMS,
-                   help="timm models: cifar = 3x3 stride-1 stem (auto: for inputs of 32 px or less)")
+                   help="timm models: cifar = small-image stem (stride-1 3x3 conv; ConvNeXt too; ViT: "
+                        "size/8 patches); auto = ResNet/EfficientNet-style stems only, at 32 px or less")
     p.add_argument("--pretrained", action="store_true", help="timm models: start from timm's pretrained weights")
     p.add_argument("--weights", help="timm models: a local state dict (loaded with weights_only=True)")
     p.add_argument("--split-seed", type=int, default=0, help="fixes protocol splits (imagenet10 3:1:1, folder 4:1)")

@@ -11,6 +11,7 @@ from torch import nn
 
 from bench.errors import UsageError
 
+
 def timm_names(pattern: str = "*") -> list[str]:
     import timm
 
@@ -25,9 +26,11 @@ def check_name(name: str) -> None:
         raise UsageError(f"unknown timm model {name!r}; {hint}")
 
 
-def swap_stem_for_small_images(model: nn.Module) -> bool:
-    """Replace an ImageNet stem (stride-2 7x7 conv + max-pool, or a stride-2 conv_stem) by a
-    stride-1 3x3 conv, as CIFAR ResNets do. Returns False when the model has no such stem."""
+def swap_stem_for_small_images(model: nn.Module, patchify: bool = False) -> bool:
+    """Replace an ImageNet stem (stride-2 7x7 conv + max-pool, a stride-2 conv_stem, and with
+    `patchify` a ConvNeXt-style patchify conv) by a stride-1 3x3 conv, as CIFAR ResNets do.
+    Returns False when the model has no such stem (vision transformers get smaller patches at
+    creation instead)."""
     conv1, pool = getattr(model, "conv1", None), getattr(model, "maxpool", None)
     if isinstance(conv1, nn.Conv2d) and pool is not None:  # ResNet family
         model.conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, 3, 1, 1, bias=conv1.bias is not None)
@@ -37,7 +40,22 @@ def swap_stem_for_small_images(model: nn.Module) -> bool:
     if isinstance(stem, nn.Conv2d) and stem.stride != (1, 1):  # EfficientNet, MobileNet
         stem.stride = (1, 1)
         return True
+    stem = getattr(model, "stem", None)
+    first = stem[0] if patchify and isinstance(stem, nn.Sequential) and len(stem) else None
+    if isinstance(first, nn.Conv2d) and first.stride != (1, 1) and first.kernel_size == first.stride:  # ConvNeXt
+        stem[0] = nn.Conv2d(first.in_channels, first.out_channels, 3, 1, 1, bias=first.bias is not None)
+        return True
     return False
+
+
+def small_patch_size(model: nn.Module, height: int) -> int | None:
+    """For a patch-embedding transformer whose patches leave fewer than 8 x 8 tokens at this
+    height: the patch size that gives 8 x 8 (a 16 px patch makes 2 x 2 tokens of a CIFAR image)."""
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    if patch is None:
+        return None
+    wanted = max(1, height // 8)
+    return wanted if tuple(patch)[0] > wanted else None
 
 
 def build_timm(
@@ -65,7 +83,13 @@ def build_timm(
     wants_small = stem == "cifar" or (stem == "auto" and height <= 32)
     used = "imagenet"
     if wants_small:
-        if swap_stem_for_small_images(model):
+        # Patch stems change only on request: at 32 px they cost 10-16x the compute, and at short
+        # budgets they trained worse (README); `auto` keeps what it has always built.
+        patch = small_patch_size(model, height) if stem == "cifar" else None
+        if patch is not None:
+            model = timm.create_model(name, img_size=height, patch_size=patch, **kwargs)
+            used = "cifar"
+        elif swap_stem_for_small_images(model, patchify=stem == "cifar"):
             used = "cifar"
         elif stem == "cifar":
             raise UsageError(f"--stem cifar: timm:{name} has no ResNet-like stem to swap; use --stem imagenet")

@@ -22,6 +22,18 @@ def test_cifar_stem_replaces_the_imagenet_stem():
     assert small.module(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
+
+def test_patchify_stems_get_small_image_variants():
+    convnext = build_model("timm:convnext_atto", (3, 32, 32), 10, stem="cifar")
+    assert convnext.stem == "cifar" and convnext.module.stem[0].stride == (1, 1)
+    auto = build_model("timm:convnext_atto", (3, 32, 32), 10)  # auto keeps the patchify stem
+    assert auto.stem == "imagenet" and auto.module.stem[0].stride == (4, 4)
+    vit = build_model("timm:vit_tiny_patch16_224", (3, 32, 32), 10, stem="cifar")
+    assert vit.stem == "cifar" and tuple(vit.module.patch_embed.grid_size) == (8, 8)  # 4 px patches
+    large = build_model("timm:vit_tiny_patch16_224", (3, 32, 32), 10)
+    assert large.stem == "imagenet" and tuple(large.module.patch_embed.grid_size) == (2, 2)
+    assert vit.module(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
 def test_bogus_timm_name_lists_the_closest(cli):
     code, _, err = cli("run", "--model", "timm:resnet19x", "--loss", "ce", "--dataset", "cifar10-sample")
     assert code == 2 and err.count("\n") == 1 and "closest:" in err and "resnet" in err
