@@ -95,17 +95,19 @@ def run_grid_shared(
             raise RuntimeError(f"grid point {i} failed")
         return 1.0 if status in ("completed", "skipped") else 0.0
 
+    def points(state) -> list:
+        return study.get_trials(deepcopy=False, states=(state,))
+
     def stop_when_handed_out(study, _trial) -> None:  # spares a placeholder trial in most cases
-        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        if not points(optuna.trial.TrialState.WAITING):
             study.stop()
 
     while True:
         optuna.storages.fail_stale_trials(study)  # re-queues the points of dead workers
-        if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        if points(optuna.trial.TrialState.WAITING):
             study.optimize(objective, catch=(RuntimeError,), callbacks=[stop_when_handed_out])
         # Points still RUNNING belong to other workers, or to dead ones whose heartbeat will go
         # stale and re-queue them: wait for them before calling the grid done.
-        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        if not running:
+        if not points(optuna.trial.TrialState.RUNNING):
             return tally
         time.sleep(HEARTBEAT_SECONDS)

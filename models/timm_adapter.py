@@ -92,7 +92,10 @@ def build_timm(
         elif swap_stem_for_small_images(model, patchify=stem == "cifar"):
             used = "cifar"
         elif stem == "cifar":
-            raise UsageError(f"--stem cifar: timm:{name} has no ResNet-like stem to swap; use --stem imagenet")
+            raise UsageError(
+                f"--stem cifar: timm:{name} has no stem bench knows how to shrink (ResNet, EfficientNet/"
+                "MobileNet, ConvNeXt, ViT patches); use --stem imagenet"
+            )
     if weights is not None:
         load_weights(model, Path(weights), name)
     return model, used
