@@ -21,7 +21,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _timed(device: torch.device, fn, batches, warmup: int, steps: int) -> float:
+def timed(device: torch.device, fn, batches, warmup: int, steps: int) -> float:
     """Seconds for `steps` calls of fn(x, y) after `warmup` untimed ones."""
     for x, y in itertools.islice(batches, warmup):
         fn(x, y)
@@ -63,12 +63,12 @@ def measure_speed(config: RunConfig, steps: int = 30, warmup: int = 5) -> dict:
 
     n = config.batch_size
     net.train()
-    train_s = _timed(device, step, forever(train_batches), warmup, steps)
+    train_s = timed(device, step, forever(train_batches), warmup, steps)
     x0, y0 = next(train_batches.epoch(0))
     resident = itertools.repeat((torch.randn_like(x0), y0))  # same shape and memory format, no data path
-    compute_s = _timed(device, step, resident, warmup, steps)
+    compute_s = timed(device, step, resident, warmup, steps)
     net.eval()
-    eval_s = _timed(device, forward, forever(eval_batches), warmup, steps)
+    eval_s = timed(device, forward, forever(eval_batches), warmup, steps)
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     result |= {

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ from torchvision import transforms
 
 from bench.config import RunConfig
 from bench.record import device_name
+from bench.speed import forever, timed
 from bench.train import make_optimizer, prepare, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,13 +47,7 @@ class PILDataset(Dataset):
 
 
 def images_per_sec(batches, step, warmup: int, steps: int, batch_size: int) -> float:
-    batches = iter(batches)
-    for x, y in itertools.islice(batches, warmup):
-        step(x, y)
-    start = time.perf_counter()
-    for x, y in itertools.islice(batches, steps):
-        step(x, y)
-    return steps * batch_size / (time.perf_counter() - start)
+    return steps * batch_size / timed(torch.device("cpu"), step, batches, warmup, steps)
 
 
 def main() -> None:
@@ -82,7 +76,7 @@ def main() -> None:
                                        x.contiguous(memory_format=fmt), y)
 
     ours = setup.batches("train", args.batch_size, setup.make_model()[1].convolutional)
-    bench_ips = images_per_sec((b for e in itertools.count() for b in ours.epoch(e)), fresh_step(),
+    bench_ips = images_per_sec(forever(ours), fresh_step(),
                                args.warmup, args.steps, args.batch_size)
     compute_ips = images_per_sec(itertools.repeat(next(ours.epoch(0))), fresh_step(),
                                  args.warmup, args.steps, args.batch_size)
