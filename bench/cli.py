@@ -20,6 +20,7 @@ from bench.checkpoint import Interrupted
 from bench.config import DEVICES, NOISE_TYPES, OPTIMIZERS, PRECISIONS, SCHEDULES, STEMS, RunConfig
 from bench.datasets import DATASETS, get_dataset
 from bench.errors import UsageError
+from bench.experiment import Experiment
 from losses import LOSSES, all_hparams
 from models import MODELS, check_model
 
@@ -69,6 +70,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--imbalance", type=float, help="long-tailed train split: largest / smallest class = R")
     p.add_argument("--label-noise", type=float, default=0.0, help="fraction of training labels flipped")
     p.add_argument("--noise-type", default="symmetric", choices=NOISE_TYPES)
+    p.add_argument("--clean-val", action="store_true",
+                   help="under --label-noise, keep validation labels clean (default: val as noisy as train)")
     p.add_argument("--skip-bad-images", action="store_true", help="leave unreadable images out (counted)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
     p.add_argument("--allow-prob-outputs", action="store_true",
@@ -100,7 +103,7 @@ def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
         weight_decay=args.weight_decay, schedule=args.schedule, val_fraction=args.val_fraction,
         limit_train=args.limit_train, limit_test=args.limit_test, image_size=args.image_size,
         split_seed=args.split_seed, classes=tuple(args.classes.split(",")) if args.classes else (),
-        imbalance=args.imbalance, label_noise=args.label_noise, noise_type=args.noise_type,
+        imbalance=args.imbalance, label_noise=args.label_noise, noise_type=args.noise_type, clean_val=args.clean_val,
         skip_bad_images=args.skip_bad_images, stem=args.stem, pretrained=args.pretrained, weights=args.weights,
         augment=args.augment, allow_prob_outputs=args.allow_prob_outputs, auto_batch=args.auto_batch,
         compile=args.compile, device=args.device, precision=args.precision,
@@ -139,7 +142,7 @@ def command_tune(args: argparse.Namespace, argv: list[str]) -> int:
         raise UsageError(f"--trials must be at least 1, got {args.trials}")
     config = config_from_args(args)
     study, best_path = tune(config, args.trials, Path(args.out), args.storage, args.study_name,
-                            args.objective, args.pruner, args.tune_weight_decay)
+                            args.objective, args.pruner, args.tune_weight_decay, lr_fixed=args.lr is not None)
     import optuna
 
     finished = [t for t in study.trials if t.value is not None]
@@ -204,26 +207,28 @@ def command_datasets(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def grid_configs(args: argparse.Namespace) -> tuple[list[RunConfig], Path]:
-    from bench.experiment import load_experiment
+def grid_experiment(args: argparse.Namespace) -> tuple[Experiment, Path]:
+    """The experiment file, or the flags form (default hyperparameters, no tuning), and its out folder."""
+    from bench.experiment import Cell, load_experiment
 
     if args.experiment:
-        return load_experiment(Path(args.experiment)), Path(args.out or Path(args.experiment).parent / "runs")
+        path = Path(args.experiment)
+        return load_experiment(path), Path(args.out or path.parent / "runs")
     if not (args.models and args.losses and args.dataset):
         raise UsageError("bench grid needs an experiment file, or --models, --losses and --dataset")
-    configs = []
+    if not all(s.strip().lstrip("-").isdigit() for s in args.seeds.split(",")):
+        raise UsageError(f"--seeds takes comma-separated integers, got {args.seeds!r}")
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    cells = []
     for model in args.models.split(","):
         check_model(model)
         for loss in args.losses.split(","):
             LOSSES.get(loss)
-            for seed in args.seeds.split(","):
-                if not seed.strip().lstrip("-").isdigit():
-                    raise UsageError(f"--seeds takes comma-separated integers, got {args.seeds!r}")
-                configs.append(RunConfig(
-                    model=model, loss=loss, dataset=args.dataset, data_root=args.data_root, seed=int(seed),
-                    epochs=args.epochs, limit_train=args.limit_train, limit_test=args.limit_test,
-                ))
-    return configs, Path(args.out or "runs")
+            cells.append(Cell(RunConfig(
+                model=model, loss=loss, dataset=args.dataset, data_root=args.data_root, seed=seeds[0],
+                epochs=args.epochs, limit_train=args.limit_train, limit_test=args.limit_test,
+            ), lr_fixed=False))
+    return Experiment(None, tuple(cells), seeds), Path(args.out or "runs")
 
 
 def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
@@ -232,29 +237,47 @@ def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.grid import run_grid, run_grid_shared
     from bench.report import make_reporter
 
-    configs, out = grid_configs(args)
+    experiment, out = grid_experiment(args)
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     storage = args.storage or (f"sqlite:///{(out / 'grid.db').resolve()}" if args.workers > 1 else None)
-    if storage and storage.startswith("journal:"):
+    if storage and storage.startswith("journal:") and (args.workers > 1 or not experiment.tune):
         raise UsageError(
             f"bench grid cannot share {storage!r}: a journal storage has no heartbeat, so a killed "
             "worker's point would never be re-queued; use sqlite:///FILE or postgresql://USER@HOST/DB"
         )
+    runs = len(experiment.cells) * len(experiment.seeds)
     if args.workers > 1:  # N worker processes sharing one storage
         from bench.tune import open_storage
 
         out.mkdir(parents=True, exist_ok=True)
         open_storage(storage)  # create the schema once, before the workers race for it
         cmd = [sys.executable, "-m", "bench", *argv, "--workers", "1", "--storage", storage, "--out", str(out)]
-        procs = [subprocess.Popen(cmd) for _ in range(args.workers)]
+        procs = [subprocess.Popen(cmd, env=worker_env(i)) for i in range(args.workers)]
         codes = [p.wait() for p in procs]
-        print(f"grid of {len(configs)} runs in {out}: {args.workers} workers exited with {codes}")
+        print(f"grid of {runs} runs in {out}: {args.workers} workers exited with {codes}")
         return max(codes)
     reporter = lambda: make_reporter(args.quiet)  # noqa: E731
-    tally = run_grid_shared(configs, out, storage, reporter) if storage else run_grid(configs, out, reporter)
-    print(f"grid of {len(configs)} runs in {out}: " + ", ".join(f"{n} {k}" for k, n in sorted(tally.items())))
+    if experiment.tune:
+        from bench.study import run_study
+
+        tally = run_study(experiment, out, storage, reporter)
+    elif storage:
+        tally = run_grid_shared(experiment.configs, out, storage, reporter)
+    else:
+        tally = run_grid(experiment.configs, out, reporter)
+    print(f"grid of {runs} runs in {out}: " + ", ".join(f"{n} {k}" for k, n in sorted(tally.items())))
     return 0 if set(tally) <= {"completed", "skipped"} else 1
+
+
+def worker_env(index: int) -> dict:
+    """A local worker's environment: on a machine with several GPUs, each worker gets its own."""
+    import os
+
+    import torch
+
+    gpus = torch.cuda.device_count()
+    return {**os.environ, **({"CUDA_VISIBLE_DEVICES": str(index % gpus)} if gpus > 1 else {})}
 
 
 def command_leaderboard(args: argparse.Namespace, argv: list[str]) -> int:
@@ -315,7 +338,7 @@ def build_parser() -> Parser:
     grid.add_argument("experiment", nargs="?", help="experiment file (TOML), see bench/experiment.py")
     grid.add_argument("--models", help="without a file: comma-separated models")
     grid.add_argument("--losses", help="without a file: comma-separated losses (default hyperparameters)")
-    grid.add_argument("--seeds", default="0", help="without a file: comma-separated seeds")
+    grid.add_argument("--seeds", default="0,1,2,3,4", help="without a file: comma-separated seeds (default 0..4)")
     grid.add_argument("--dataset", help="without a file: the dataset")
     grid.add_argument("--data-root")
     grid.add_argument("--epochs", type=int, default=10)

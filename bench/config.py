@@ -11,6 +11,9 @@ from pathlib import Path
 from bench.errors import UsageError
 
 OPTIMIZERS = {"sgd": 0.05, "adamw": 1e-3}  # name -> default learning rate
+LR_RANGES = {"sgd": (1e-3, 0.5), "adamw": (1e-5, 1e-2)}  # name -> the tuner's default lr search range
+TUNE_OBJECTIVES = ("val_acc", "val_nll")
+PRUNERS = ("hyperband", "median")
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -25,6 +28,7 @@ class RunConfig:
     dataset: str
     loss_params: dict = field(default_factory=dict)
     data_root: str | None = None
+    data_base: str | None = None  # folder a relative data_root is resolved against (an experiment file's)
     seed: int = 0
     epochs: int = 10
     batch_size: int = 128
@@ -42,6 +46,7 @@ class RunConfig:
     imbalance: float | None = None
     label_noise: float = 0.0
     noise_type: str = "symmetric"
+    clean_val: bool = False  # under label noise, keep validation labels clean (default: as noisy as train)
     skip_bad_images: bool = False
     augment: bool = True
     stem: str = "auto"
@@ -80,17 +85,26 @@ class RunConfig:
             object.__setattr__(self, "lr", OPTIMIZERS[self.optimizer])
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The configuration as a record states it: `data_root` as given (relative to the
+        experiment file for grids), never the machine's folder it was resolved against."""
+        fields = dataclasses.asdict(self)
+        del fields["data_base"]
+        return fields
 
     def config_hash(self) -> str:
         """Identity of the experiment: equal for runs that should give the same result.
 
         `data_root` says where the data lies, not what it is, so it is left out: a grid moved to
-        another machine still recognises its finished runs.
+        another machine still recognises its finished runs. So is a field that cannot change the result.
         """
         identity = {k: v for k, v in self.to_dict().items() if k != "data_root"}
+        if not self.label_noise:  # clean_val changes nothing without noise: runs from before it keep their hash
+            del identity["clean_val"]
         return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
     def data_path(self) -> Path | None:
-        return None if self.data_root is None else Path(self.data_root).expanduser()
+        if self.data_root is None:
+            return None
+        path = Path(self.data_root).expanduser()
+        return path if path.is_absolute() or self.data_base is None else Path(self.data_base) / path

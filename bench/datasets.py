@@ -321,7 +321,7 @@ def variant_name(config: RunConfig) -> str:
     if config.imbalance is not None:
         name += f"-lt{config.imbalance:g}"
     if config.label_noise:
-        name += f"-{config.noise_type[:3]}{config.label_noise:g}"
+        name += f"-{config.noise_type[:3]}{config.label_noise:g}" + ("-cleanval" if config.clean_val else "")
     return name
 
 
@@ -329,7 +329,8 @@ def prepare_splits(config: RunConfig) -> DataSplits:
     """Load the dataset and produce train / val / test for this run's seed.
 
     Validation is carved from train (unless the protocol fixes it) before the long-tail and
-    label-noise variants touch the training split, so val and test stay balanced and clean.
+    label-noise variants touch the training split: val and test stay balanced, and test clean.
+    Under label noise, val gets the same noise (rate and type) as train unless `clean_val`.
     """
     spec = get_dataset(config.dataset)
     root = config.data_path
@@ -360,5 +361,7 @@ def prepare_splits(config: RunConfig) -> DataSplits:
         train = long_tail(train, config.imbalance, generator)
     if config.label_noise:
         train = noisy_labels(train, config.label_noise, config.noise_type, generator)
+        if not config.clean_val:  # a real user's validation labels are as noisy as their training labels
+            val = noisy_labels(val, config.label_noise, config.noise_type, generator)
     mean, std = channel_stats(train.images)
     return DataSplits(variant_name(config), train, val, test, mean, std, source.skipped_images)

@@ -4,15 +4,22 @@
 dataset = "cifar10"
 data_root = "../../shared/datasets/cifar10-jpeg.tar.gz"   # relative to this file
 models = ["cnn-tiny", "cnn"]
-seeds = [0, 1, 2]
+seeds = [0, 1, 2, 3, 4]       # default: 0..4
 epochs = 4                    # any other RunConfig field applies to every run
+
+[tune]                        # optional: tune each (model, loss entry) cell on val first
+trials = 12                   # per cell, in total (a rerun of a finished study adds none)
+epochs = 2                    # one trial's budget (default: the eval epochs); limit_train too
+seed = 100                    # the tuning runs' seed; never one of the eval seeds
+objective = "val_acc"         # or "val_nll"
+lr = [0.005, 0.5]             # default: the optimizer's range
 
 [[losses]]
 name = "ce"
+label_smoothing = 0.0         # given: fixed
 
 [[losses]]
-name = "focal"
-gamma = 0.5                   # the loss's own hyperparameters
+name = "focal"                # gamma not given: tuned in its registry range (with [tune])
 ```
 Unknown keys, wrong types and out-of-range values are one clear line each (UsageError).
 """
@@ -20,17 +27,65 @@ Unknown keys, wrong types and out-of-range values are one clear line each (Usage
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.config import RunConfig
+from bench.config import PRUNERS, TUNE_OBJECTIVES, RunConfig
 from bench.errors import UsageError
 from losses import LOSSES, resolve_loss_params
 from models import check_model
 
-GRID_KEYS = {"dataset", "models", "losses", "seeds"}
+GRID_KEYS = {"dataset", "models", "losses", "seeds", "tune"}
 RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
-SHARED_KEYS = set(RUN_FIELDS) - {"model", "loss", "loss_params", "seed", "dataset"}
+SHARED_KEYS = set(RUN_FIELDS) - {"model", "loss", "loss_params", "seed", "dataset", "data_base"}
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """The [tune] table: the budget and search of stage 1 (one Optuna study per cell, on val)."""
+
+    trials: int
+    seed: int = 100
+    epochs: int | None = None  # None: the eval epochs
+    limit_train: int | None = None  # None: the eval runs' training set
+    objective: str = "val_acc"
+    lr: tuple[float, float] | None = None  # None: the optimizer's range (config.LR_RANGES)
+    pruner: str = "hyperband"
+
+    def trial_config(self, cell: RunConfig) -> RunConfig:
+        """A cell's settings at the tuning budget and seed (lr and free hyperparameters still open)."""
+        return replace(cell, seed=self.seed, epochs=self.epochs or cell.epochs,
+                       limit_train=self.limit_train if self.limit_train is not None else cell.limit_train)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (model, [[losses]] entry): its settings, with the loss hyperparameters the entry gives.
+
+    Under [tune], what the entry (or the file's top level, for lr) gives stays fixed; lr and the
+    loss's other numeric hyperparameters are tuned.
+    """
+
+    config: RunConfig
+    lr_fixed: bool
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A grid: one cell per (model, [[losses]] entry), each run for every eval seed."""
+
+    path: Path | None
+    cells: tuple[Cell, ...]
+    seeds: tuple[int, ...]
+    tune: TuneSpec | None = None
+
+    @property
+    def configs(self) -> list[RunConfig]:
+        """Every run of an untuned grid, in a stable order (model, loss, seed)."""
+        return [replace(cell.config, seed=seed) for cell in self.cells for seed in self.seeds]
 
 
 def _matches(value, type_name: str) -> bool:
@@ -51,8 +106,8 @@ def _check_type(where: str, key: str, value, annotation: str) -> None:
         raise UsageError(f"{where}: {key} must be {' or '.join(names)}, got {value!r}")
 
 
-def load_experiment(path: Path) -> list[RunConfig]:
-    """Every run of the grid, in a stable order (dataset, model, loss, seed)."""
+def load_experiment(path: Path) -> Experiment:
+    """The grid an experiment file describes; every value is checked here, before any run."""
     try:
         spec = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -70,28 +125,69 @@ def load_experiment(path: Path) -> list[RunConfig]:
         raise UsageError(f"{where}: models must be a non-empty list of model names")
     if not isinstance(spec["losses"], list) or not all(isinstance(x, dict) and "name" in x for x in spec["losses"]):
         raise UsageError(f"{where}: losses must be a list of tables, each with a name ([[losses]] name = \"ce\")")
-    seeds = spec.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise UsageError(f"{where}: seeds must be a list of integers")
+    seeds = spec.get("seeds", list(DEFAULT_SEEDS))
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise UsageError(f"{where}: seeds must be a non-empty list of integers")
     shared = {k: v for k, v in spec.items() if k in SHARED_KEYS}
     for key, value in shared.items():
         _check_type(where, key, value, RUN_FIELDS[key].type)
-    if "data_root" in shared:
-        shared["data_root"] = str((path.parent / shared["data_root"]).resolve())
+    if "data_root" in shared:  # records keep the path as written; runs resolve it against this folder
+        shared["data_base"] = str(path.parent.resolve())
     if "classes" in shared:
         shared["classes"] = tuple(shared["classes"])
     for model in spec["models"]:
         check_model(model)
-    configs = []
+    tune = _tune_spec(where, spec["tune"], seeds) if "tune" in spec else None
+    if tune is not None and tune.lr is not None and "lr" in shared:
+        raise UsageError(f"{where}: lr is fixed at the top level and given a range in [tune]; keep one")
+    cells = []
     for model in spec["models"]:
         for entry in spec["losses"]:
-            params = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k != "name"}
+            params = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k not in ("name", "lr")}
             LOSSES.get(entry["name"])
             resolve_loss_params(entry["name"], params, num_classes=10 if not params else _classes_hint(params))
-            for seed in seeds:
-                configs.append(RunConfig(model=model, loss=entry["name"], loss_params=params,
-                                         dataset=spec["dataset"], seed=seed, **shared))
-    return configs
+            lr = entry.get("lr", shared.get("lr"))
+            _check_type(f"{where}: [[losses]] {entry['name']}", "lr", lr, RUN_FIELDS["lr"].type)
+            config = RunConfig(model=model, loss=entry["name"], loss_params=params, dataset=spec["dataset"],
+                               seed=seeds[0], **(shared | {"lr": lr}))
+            cells.append(Cell(config, lr_fixed=lr is not None))
+    return Experiment(path, tuple(cells), tuple(seeds), tune)
+
+
+def _tune_spec(where: str, table, seeds: list[int]) -> TuneSpec:
+    """The [tune] table, checked key by key."""
+    if not isinstance(table, dict):
+        raise UsageError(f"{where}: tune must be a table ([tune] with trials = N, ...)")
+    fields = {f.name: f for f in dataclasses.fields(TuneSpec)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise UsageError(f"{where}: [tune] has no key {', '.join(unknown)}; accepted: {', '.join(fields)}")
+    if "trials" not in table:
+        raise UsageError(f"{where}: [tune] needs trials (the number of trials per model x loss cell)")
+    for key in ("trials", "seed", "epochs", "limit_train"):
+        value = table.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UsageError(f"{where}: [tune] {key} must be an integer, got {value!r}")
+    for key, low in (("trials", 1), ("epochs", 1), ("limit_train", 2)):
+        if key in table and table[key] < low:
+            raise UsageError(f"{where}: [tune] {key} must be at least {low}, got {table[key]}")
+    if table.get("seed", TuneSpec.seed) in seeds:
+        raise UsageError(
+            f"{where}: [tune] seed {table.get('seed', TuneSpec.seed)} is one of the eval seeds {seeds}; "
+            "tune on a seed of its own so that no eval run is the run its settings were chosen on"
+        )
+    for key, choices in (("objective", TUNE_OBJECTIVES), ("pruner", PRUNERS)):
+        if key in table and table[key] not in choices:
+            raise UsageError(f"{where}: [tune] {key} must be one of {', '.join(choices)}, got {table[key]!r}")
+    lr = table.get("lr")
+    if lr is not None:
+        ok = (isinstance(lr, list) and len(lr) == 2
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in lr)
+              and 0 < lr[0] < lr[1])
+        if not ok:
+            raise UsageError(f"{where}: [tune] lr must be [low, high] with 0 < low < high, got {lr!r}")
+        lr = (float(lr[0]), float(lr[1]))
+    return TuneSpec(**{**table, "lr": lr})
 
 
 def _classes_hint(params: dict) -> int:

@@ -15,22 +15,26 @@ from bench.errors import OutOfMemory, UsageError
 from bench.train import find_resumable, run
 
 
-def run_grid(configs: list[RunConfig], out_dir: Path, make_reporter, log=print) -> Counter:
-    """Returns how many runs ended in each status ('skipped' for those already completed)."""
+def run_grid(configs: list[RunConfig], out_dir: Path, make_reporter, log=print, extras: list[dict] | None = None) -> Counter:
+    """Returns how many runs ended in each status ('skipped' for those already completed).
+
+    `extras[i]` adds keys to run i's record (the `tuning` of a tuned study's eval runs).
+    """
+    extras = extras or [{}] * len(configs)
     return Counter(
-        run_point(config, out_dir, make_reporter, label_of(i, len(configs), config), log)
+        run_point(config, out_dir, make_reporter, label_of(i, len(configs), config), log, extras[i - 1])
         for i, config in enumerate(configs, 1)
     )
 
 
-def run_point(config: RunConfig, out_dir: Path, make_reporter, label: str, log) -> str:
+def run_point(config: RunConfig, out_dir: Path, make_reporter, label: str, log, extra: dict | None = None) -> str:
     """Run one grid point (resuming it if it was interrupted); returns how it ended."""
     _, done = find_resumable(out_dir, config.config_hash())
     if done is not None:
         log(f"{label}: already completed")
         return "skipped"
     try:
-        record, _ = run(config, out_dir, make_reporter(), resume=True)
+        record, _ = run(config, out_dir, make_reporter(), resume=True, extra=extra)
     except OutOfMemory as exc:  # recorded as failed; smaller models may still fit
         log(f"{label}: failed ({exc})")
         return "failed"
@@ -45,14 +49,13 @@ def run_point(config: RunConfig, out_dir: Path, make_reporter, label: str, log) 
 
 
 def label_of(i: int, n: int, config: RunConfig) -> str:
-    params = " ".join(f"{k}={v}" for k, v in sorted(config.loss_params.items()))
+    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.loss_params.items()))
     return f"[{i}/{n}] {config.model} x {config.loss}{' ' + params if params else ''} seed {config.seed}"
 
 
-
-
 def run_grid_shared(
-    configs: list[RunConfig], out_dir: Path, storage_url: str, make_reporter, log=print
+    configs: list[RunConfig], out_dir: Path, storage_url: str, make_reporter, log=print,
+    extras: list[dict] | None = None,
 ) -> Counter:
     """One worker of a grid shared through an Optuna storage.
 
@@ -89,7 +92,8 @@ def run_grid_shared(
             study.stop()
             raise optuna.TrialPruned()
         i = trial.suggest_int("point", 0, len(configs) - 1)
-        status = run_point(configs[i], out_dir, make_reporter, label_of(i + 1, len(configs), configs[i]), log)
+        status = run_point(configs[i], out_dir, make_reporter, label_of(i + 1, len(configs), configs[i]), log,
+                           extras[i] if extras else None)
         tally[status] += 1
         if status == "failed":
             raise RuntimeError(f"grid point {i} failed")

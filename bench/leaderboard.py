@@ -13,12 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from bench.record import RECORD_NAME, load_record
-from bench.stats import Summary, paired_comparison, summarize
+from bench.stats import Summary, compare_by_seed, holm, summarize
 from losses import LOSSES
 
 METRICS = ("accuracy", "macro_f1", "nll", "ece")
 SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "limit_train", "limit_test",
             "image_size", "augment", "precision")
+ALPHA = 0.05  # family-wise error rate of a table's Holm-corrected tests
 
 
 def find_records(paths: list[Path]) -> tuple[list[dict], list[str]]:
@@ -34,20 +35,37 @@ def find_records(paths: list[Path]) -> tuple[list[dict], list[str]]:
     return records, bad
 
 
-def loss_label(name: str, params: dict) -> str:
-    """'focal(gamma=0.5)'; parameters that are off (None, or 0 by default and 0) are left out."""
+def loss_label(name: str, params: dict, tuned=(), lr: float | None = None) -> str:
+    """'focal(gamma=0.5)'; parameters that are off (None, or 0 by default and 0) are left out.
+
+    A tuned row shows its tuned values to 3 digits and its lr: 'focal(gamma=1.39, lr 0.0311)'.
+    """
     declared = LOSSES.get(name).params if name in LOSSES else {}
     shown = []
     for key, value in sorted(params.items()):
         default = declared[key].default if key in declared else None
-        if value is None or (value == default and default in (0, 0.0, None)):
+        if value is None or (value == default and default in (0, 0.0, None) and key not in tuned):
             continue
-        shown.append(f"{key}={value:g}" if isinstance(value, (int, float)) else f"{key}={value}")
+        number = f"{value:.3g}" if key in tuned else f"{value:g}"
+        shown.append(f"{key}={number}" if isinstance(value, (int, float)) else f"{key}={value}")
+    if "lr" in tuned and lr is not None:
+        shown.append(f"lr {lr:.3g}")
     return f"{name}({', '.join(shown)})" if shown else name
 
 
+def tuned_keys(record: dict) -> set[str]:
+    return set(record.get("tuning", {}).get("params", {}))
+
+
 def settings_of(record: dict) -> tuple:
-    return tuple((k, record["config"].get(k)) for k in SETTINGS)
+    """Training settings a row is defined by; values its cell tuned (lr, ...) belong to the row's loss."""
+    tuned = tuned_keys(record)
+    return tuple((k, None if k in tuned else record["config"].get(k)) for k in SETTINGS)
+
+
+def is_eval_record(record: dict) -> bool:
+    """Tuning trials (they carry `trial`, and no test metrics) never enter a table."""
+    return "trial" not in record
 
 
 class Group:
@@ -56,9 +74,14 @@ class Group:
     def __init__(self, records: list[dict]) -> None:
         self.records = sorted(records, key=lambda r: r["config"]["seed"])
         first = self.records[0]
+        config = first["config"]
         self.dataset = first["dataset"]["name"]
-        self.model = first["config"]["model"]
-        self.loss = loss_label(first["config"]["loss"], first["config"]["loss_params"])
+        self.model = config["model"]
+        self.tuning = first.get("tuning")
+        self.tuned = sorted(tuned_keys(first))
+        self.loss = loss_label(config["loss"], config["loss_params"], self.tuned, config["lr"])
+        self.is_baseline = config["loss"] == "ce" and not any(
+            v not in (None, 0, 0.0) for v in config["loss_params"].values())
         self.settings = settings_of(first)
         self.seeds = [r["config"]["seed"] for r in self.records]
         self.label_suffix = ""
@@ -74,12 +97,13 @@ class Group:
 
 
 def group_records(records: list[dict]) -> dict[str, list[Group]]:
-    """Completed records grouped per dataset (its variant included), then per configuration."""
+    """Completed eval records grouped per dataset (its variant included), then per configuration."""
     buckets: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        if r["status"] == "completed":
+        if r["status"] == "completed" and is_eval_record(r) and "test" in r["metrics"]:
             key = (r["dataset"]["name"], r["config"]["model"], r["config"]["loss"],
-                   json.dumps(r["config"]["loss_params"], sort_keys=True), settings_of(r))
+                   json.dumps(r["config"]["loss_params"], sort_keys=True), settings_of(r),
+                   r.get("tuning", {}).get("study"), r["config"]["lr"])
             buckets[key].append(r)
     per_dataset: dict[str, list[Group]] = defaultdict(list)
     for recs in buckets.values():
@@ -90,7 +114,8 @@ def group_records(records: list[dict]) -> dict[str, list[Group]]:
     for groups in per_dataset.values():
         varying = [i for i, name in enumerate(SETTINGS) if len({g.settings[i][1] for g in groups}) > 1]
         for g in groups:
-            g.label_suffix = " ".join(f"{SETTINGS[i]}={g.settings[i][1]}" for i in varying)
+            g.label_suffix = " ".join(f"{SETTINGS[i]}={g.settings[i][1]}" for i in varying
+                                      if g.settings[i][1] is not None)
     return dict(per_dataset)
 
 
@@ -100,43 +125,86 @@ def fmt(s: Summary, scale: float = 1.0, digits: int = 2) -> str:
     return f"{s.mean * scale:.{digits}f} ± {s.std * scale:.{digits}f}"
 
 
+def vs_leader(ranked: list[Group]) -> list[str]:
+    """Each row against the leader: a t-test on test accuracy (paired on common seeds, else Welch),
+    Holm-corrected over the table; '≈ leader' where the data cannot separate them at ALPHA."""
+    leader = ranked[0].by_seed("accuracy")
+    tests = [compare_by_seed(g.by_seed("accuracy"), leader) for g in ranked[1:]]
+    adjusted = holm([t.p_value for t in tests])
+    marks = ["leader"]
+    for p in adjusted:
+        if math.isnan(p):
+            marks.append("≈ leader (no test)")
+        else:
+            marks.append(f"{'≈ leader' if p >= ALPHA else 'below'} (p_Holm {p:.2g})")
+    return marks
+
+
 def main_table(groups: list[Group]) -> pd.DataFrame:
     ranked = sorted(groups, key=lambda g: g.summary("accuracy").mean, reverse=True)
-    leader = ranked[0].summary("accuracy")
     rows = []
-    for rank, g in enumerate(ranked, 1):
+    for rank, (g, mark) in enumerate(zip(ranked, vs_leader(ranked)), 1):
         acc = g.summary("accuracy")
         interval = "n/a (1 seed)" if acc.n < 2 else f"[{acc.ci_low * 100:.2f}, {acc.ci_high * 100:.2f}]"
-        separable = "leader" if rank == 1 else ("≈ leader" if acc.overlaps(leader) else "below")
         rows.append({
             "rank": rank, "model": g.model, "loss": g.loss + (f" ({g.label_suffix})" if g.label_suffix else ""),
-            "seeds": acc.n, "test acc %": fmt(acc, 100), "95% CI": interval, "vs leader": separable,
+            "seeds": acc.n, "test acc %": fmt(acc, 100), "95% CI": interval, "vs leader": mark,
             "macro-F1": fmt(g.summary("macro_f1"), 1, 4), "NLL": fmt(g.summary("nll"), 1, 4),
             "ECE": fmt(g.summary("ece"), 1, 4),
         })
     return pd.DataFrame(rows)
 
 
-def paired_table(groups: list[Group]) -> pd.DataFrame:
-    """Each non-ce entry against ce of the same model and settings, on the seeds both have."""
-    baselines = {(g.model, g.settings): g for g in groups if g.loss == "ce"}
-    rows = []
+def comparisons_vs_ce(groups: list[Group]) -> list[tuple[Group, Group, object, float]]:
+    """(entry, its ce baseline, test, Holm-adjusted p) for every non-ce entry with a plain-ce
+    baseline of the same model and settings; Holm runs over the whole table."""
+    baselines = {(g.model, g.settings): g for g in groups if g.is_baseline}
+    pairs = []
     for g in sorted(groups, key=lambda g: (g.model, g.loss)):
         base = baselines.get((g.model, g.settings))
-        if base is None or g is base:
+        if base is None or g is base or not set(g.seeds) & set(base.seeds):
             continue
-        ours, theirs = g.by_seed("accuracy"), base.by_seed("accuracy")
-        seeds = sorted(set(ours) & set(theirs))
-        if not seeds:
-            continue
-        p = paired_comparison([ours[s] for s in seeds], [theirs[s] for s in seeds])
+        pairs.append((g, base, compare_by_seed(g.by_seed("accuracy"), base.by_seed("accuracy"))))
+    adjusted = holm([t.p_value for _, _, t in pairs])
+    return [(g, base, t, p) for (g, base, t), p in zip(pairs, adjusted)]
+
+
+def paired_table(comparisons) -> pd.DataFrame:
+    rows = []
+    for g, _, p, p_holm in comparisons:
         rows.append({
             "model": g.model, "loss": g.loss, "paired seeds": p.n,
             "Δ acc vs ce (pp)": f"{p.mean_diff * 100:+.2f}",
             "95% CI (pp)": "n/a" if math.isnan(p.ci_low) else f"[{p.ci_low * 100:+.2f}, {p.ci_high * 100:+.2f}]",
             "p (paired t)": "n/a" if math.isnan(p.p_value) else f"{p.p_value:.3g}",
+            "p Holm": "n/a" if math.isnan(p_holm) else f"{p_holm:.3g}",
+            f"separable at {ALPHA:g}": "n/a" if math.isnan(p_holm) else ("yes" if p_holm < ALPHA else "no"),
         })
     return pd.DataFrame(rows)
+
+
+def answers(groups: list[Group], comparisons) -> list[str]:
+    """Per model: the best loss, and whether the data separate it from plain ce after Holm."""
+    tests = {id(g): (t, p) for g, _, t, p in comparisons}
+    lines = []
+    for model in sorted({g.model for g in groups}):
+        mine = sorted((g for g in groups if g.model == model), key=lambda g: g.summary("accuracy").mean, reverse=True)
+        best, acc = mine[0], mine[0].summary("accuracy")
+        head = f"- **{model}**: best **{best.loss}**, {acc.mean * 100:.2f}% over {acc.n} seeds"
+        if best.is_baseline:
+            rest = [g for g in mine[1:] if id(g) in tests]
+            if rest:
+                t, p = tests[id(rest[0])]
+                head += (f"; plain ce leads, the next best {rest[0].loss} is {t.mean_diff * 100:+.2f} pp "
+                         f"(p_Holm {p:.2g}: {'separable' if p < ALPHA else 'not separable'} from ce)")
+        elif id(best) in tests:
+            t, p = tests[id(best)]
+            verdict = "not separable" if math.isnan(p) or p >= ALPHA else "separable"
+            head += f"; vs ce {t.mean_diff * 100:+.2f} pp, p_Holm {p:.2g}: **{verdict} from ce** at {ALPHA:g}"
+        else:
+            head += "; no plain-ce baseline on the same seeds to test against"
+        lines.append(head)
+    return lines
 
 
 def per_class_table(groups: list[Group]) -> pd.DataFrame:
@@ -156,7 +224,7 @@ def incomplete_table(records: list[dict], dataset: str) -> pd.DataFrame:
         {"run": r["run_id"], "model": r["config"]["model"],
          "loss": loss_label(r["config"]["loss"], r["config"]["loss_params"]),
          "seed": r["config"]["seed"], "status": r["status"], "reason": r.get("reason", "")}
-        for r in records if r["status"] != "completed" and r["dataset"]["name"] == dataset
+        for r in records if r["status"] != "completed" and r["dataset"]["name"] == dataset and is_eval_record(r)
     ]
     return pd.DataFrame(rows)
 
@@ -218,7 +286,7 @@ def provenance(records: list[dict], command: str) -> list[str]:
         found = sorted({str(r.get(path[0], {}).get(path[1])) for r in records})
         return ", ".join(found)
 
-    return [
+    lines = [
         "## Provenance",
         f"- hardware: {values(('env', 'device_name'))} ({values(('env', 'device'))}, "
         f"{values(('env', 'cpu_count'))} cores)",
@@ -228,12 +296,21 @@ def provenance(records: list[dict], command: str) -> list[str]:
         f"- runs finished between {min(r.get('finished', '') for r in records)} and "
         f"{max(r.get('finished', '') for r in records)}; table made {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
         f"on {platform.system()}",
-        f"- reproduce: `{command}`",
     ]
+    budgets = sorted({
+        f"{t['trials']} trials of {t['epochs']} epochs" + (f" on {t['limit_train']} training images" if t.get("limit_train") else "")
+        + f", objective {t['objective']}, pruner {t.get('pruner', 'hyperband')}, tuning seed {t['seed']}"
+        for r in records if (t := r.get("tuning")) and t.get("study")
+    })
+    if budgets:
+        lines.append("- tuned per row on the validation split (test never seen), then the best values unchanged "
+                     "on every seed; tuning budget per row: " + "; ".join(budgets))
+    return lines + [f"- reproduce: `{command}`"]
 
 
 SECTIONS = (
-    ("## Paired comparison against cross-entropy (same model, same seeds)", "paired_vs_ce"),
+    ("## Paired comparison against cross-entropy (same model, same seeds; Holm-corrected over this table)",
+     "paired_vs_ce"),
     ("## Per-class test accuracy (%, mean over seeds)", "per_class"),
     ("## Runs that did not complete", "incomplete"),
 )
@@ -257,7 +334,8 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             path.write_text(f"# {dataset}\n\nNo completed runs.\n\n{markdown(incomplete_table(records, dataset))}\n")
             written.append(path)
             continue
-        tables = {"main": main_table(groups), "paired_vs_ce": paired_table(groups),
+        comparisons = comparisons_vs_ce(groups)
+        tables = {"main": main_table(groups), "paired_vs_ce": paired_table(comparisons),
                   "per_class": per_class_table(groups), "incomplete": incomplete_table(records, dataset)}
         base = out / f"leaderboard-{slug(dataset)}"
         if fmt_ == "csv":
@@ -276,10 +354,15 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             f"# {dataset}: model x loss leaderboard",
             "",
             f"{len(dataset_records)} completed runs in {len(groups)} configurations. Test-split metrics, mean ± std "
-            "over seeds, 95% t-interval for the mean accuracy. 'vs leader': '≈ leader' where the interval "
-            "overlaps the leader's, so the data cannot separate them.",
+            "over seeds, 95% t-interval for the mean accuracy. 'vs leader': a t-test of each row's test accuracy "
+            "against the leader's (paired on common seeds), Holm-corrected over the table; '≈ leader' where "
+            f"p_Holm ≥ {ALPHA:g}, so the data cannot separate them.",
             "",
             markdown(tables["main"]),
+            "",
+            "## Answer: which loss, and how sure",
+            "",
+            *answers(groups, comparisons),
             "",
         ]
         for heading, key in SECTIONS:

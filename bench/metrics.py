@@ -81,22 +81,29 @@ class EvalAccumulator:
         self.bin_correct += torch.bincount(b, weights=(predicted == targets).double(), minlength=self.bins)
 
     def summary(self) -> dict[str, float]:
-        """Loss and accuracy only (per epoch)."""
-        cm = self.confusion.view(self.num_classes, self.num_classes)
-        return {
-            "loss": (self.loss_sum / max(self.n, 1)).item(),
-            "accuracy": int(cm.diagonal().sum()) / max(self.n, 1),
-        }
+        """The scalar metrics (each epoch's validation, and the test headline)."""
+        cm = self._matrix()
+        return self._scalars(cm, per_class_metrics(cm, [str(i) for i in range(self.num_classes)]))
 
     def result(self, class_names: list[str]) -> dict:
         """Everything the run record's `metrics.test` holds."""
-        cm = self.confusion.view(self.num_classes, self.num_classes).cpu()
+        cm = self._matrix()
         per_class = per_class_metrics(cm, class_names)
+        return {**self._scalars(cm, per_class), "per_class": per_class, "confusion_matrix": cm.tolist()}
+
+    def _matrix(self) -> torch.Tensor:
+        return self.confusion.view(self.num_classes, self.num_classes).cpu()
+
+    def _scalars(self, cm: torch.Tensor, per_class: dict[str, dict[str, float]]) -> dict[str, float]:
+        def macro(key: str) -> float:
+            return sum(c[key] for c in per_class.values()) / len(per_class)
+
         return {
-            **self.summary(),
-            "macro_f1": sum(c["f1"] for c in per_class.values()) / len(per_class),
+            "loss": (self.loss_sum / max(self.n, 1)).item(),
+            "accuracy": int(cm.diagonal().sum()) / max(self.n, 1),
+            "macro_f1": macro("f1"),
+            "macro_precision": macro("precision"),
+            "macro_recall": macro("recall"),
             "nll": (self.nll_sum / max(self.n, 1)).item(),
             "ece": expected_calibration_error(self.bin_count, self.bin_confidence, self.bin_correct),
-            "per_class": per_class,
-            "confusion_matrix": cm.tolist(),
         }

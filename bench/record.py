@@ -3,6 +3,8 @@ in a folder that a later --resume or grid finds by the run's config hash."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import platform
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 STATUSES = ("completed", "diverged", "interrupted", "failed", "pruned")  # pruned: stopped by the tuner
 RECORD_NAME = "record.json"
+HISTORY_NAME = "history.csv"  # one row per epoch, beside the record
 
 
 def _version(package: str) -> str | None:
@@ -81,18 +84,33 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and a rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, allow_nan=True)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=True))
+
+
+def write_history_csv(path: Path, history: list[dict]) -> None:
+    """The record's per-epoch history as CSV (columns in the order of the first epoch), atomically."""
+    text = io.StringIO()
+    columns = list(history[0]) if history else ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    write_text_atomic(path, text.getvalue())
 
 
 def load_record(path: Path) -> dict:

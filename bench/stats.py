@@ -1,4 +1,5 @@
-"""The statistics a leaderboard states: mean, std, a t-interval, and a paired t-test."""
+"""The statistics a leaderboard states: mean, std, a t-interval, paired (or Welch) t-tests, and the
+Holm adjustment of a table's p-values for multiple comparisons."""
 
 from __future__ import annotations
 
@@ -51,3 +52,31 @@ def paired_comparison(candidate, baseline, confidence: float = 0.95) -> Paired:
     if len(a) >= 2 and np.ptp(a - b) > 0:
         p = float(stats.ttest_rel(a, b).pvalue)
     return Paired(diff.mean, diff.ci_low, diff.ci_high, p, len(a))
+
+
+def compare_by_seed(candidate: dict[int, float], baseline: dict[int, float]) -> Paired:
+    """candidate - baseline: a paired test on the seeds both have (two or more), else Welch's
+    unpaired t-test over all their values (n is then the candidate's count)."""
+    common = sorted(set(candidate) & set(baseline))
+    if len(common) >= 2:
+        return paired_comparison([candidate[s] for s in common], [baseline[s] for s in common])
+    a, b = np.asarray(list(candidate.values())), np.asarray(list(baseline.values()))
+    p = math.nan
+    if len(a) >= 2 and len(b) >= 2 and (np.ptp(a) > 0 or np.ptp(b) > 0):
+        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return Paired(float(a.mean() - b.mean()), math.nan, math.nan, p, len(a))
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjustment (family-wise error): the i-th smallest of m p-values becomes
+    max over j <= i of min(1, (m - j + 1) p_(j)). NaN (no test) stays NaN and is not counted in m."""
+    p = np.asarray(p_values, dtype=np.float64)
+    valid = np.flatnonzero(~np.isnan(p))
+    adjusted = np.full(len(p), math.nan)
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()

@@ -20,7 +20,8 @@ from bench.errors import OutOfMemory, UsageError
 from bench.loader import TensorBatches
 from bench.metrics import EvalAccumulator
 from bench.record import (
-    RECORD_NAME, RUN_INFO_NAME, SCHEMA_VERSION, environment, find_resumable, new_run_id, utc_now, write_json_atomic,
+    HISTORY_NAME, RECORD_NAME, RUN_INFO_NAME, SCHEMA_VERSION, environment, find_resumable, new_run_id, utc_now,
+    write_history_csv, write_json_atomic,
 )
 from bench.report import QuietReporter
 from losses import build_loss, resolve_loss_params
@@ -117,6 +118,7 @@ def compile_model(model: nn.Module, criterion: nn.Module, runtime: Runtime, batc
     cost is measured apart from training. The warm-up's batch-norm statistics are undone."""
     compiled = torch.compile(model)
     state = {k: v.clone() for k, v in model.state_dict().items()}
+    loss_state = {k: v.clone() for k, v in criterion.state_dict().items()}
     start = time.perf_counter()
     x, y = batch
     with runtime.autocast():
@@ -124,6 +126,7 @@ def compile_model(model: nn.Module, criterion: nn.Module, runtime: Runtime, batc
     loss.backward()
     model.zero_grad(set_to_none=True)
     model.load_state_dict(state)
+    criterion.load_state_dict(loss_state)
     if runtime.device.type == "cuda":
         torch.cuda.synchronize()
     return compiled, time.perf_counter() - start
@@ -143,12 +146,14 @@ def train_step(model, criterion, optimizer, scaler, runtime: Runtime, x, y) -> t
 
 def evaluate(model, batches: TensorBatches, criterion, num_classes: int, runtime: Runtime) -> EvalAccumulator:
     model.eval()
+    criterion.eval()  # a stateful loss (ghm-c with momentum) learns from training batches only
     acc = EvalAccumulator(num_classes, runtime.device)
     with torch.no_grad():
         for x, y in batches.epoch(0):
             with runtime.autocast():
                 logits = model(x)
             acc.update(logits, y, criterion(logits, y))
+    criterion.train()
     return acc
 
 
@@ -193,12 +198,15 @@ def prepare(config: RunConfig) -> Setup:
 
 
 def run(
-    config: RunConfig, out_dir: Path, reporter=None, command: str | None = None, resume: bool = False
+    config: RunConfig, out_dir: Path, reporter=None, command: str | None = None, resume: bool = False,
+    test: bool = True, extra: dict | None = None,
 ) -> tuple[dict, Path]:
     """Train and test one configuration; returns the record and the path it was written to.
 
     With `resume`, an unfinished run of the same configuration in `out_dir` continues from its
-    last checkpoint (a completed one is returned as it is).
+    last checkpoint (a completed one is returned as it is). `test=False` (tuning trials) never
+    touches the test split: the record has no `metrics.test`. `extra` adds keys to the record
+    (`tuning` of an eval run, `trial` of a tuning run).
     """
     setup_start = time.perf_counter()
     reporter = reporter or QuietReporter()
@@ -235,6 +243,7 @@ def run(
             "train_class_counts": data.class_counts(),
             "imbalance": config.imbalance, "label_noise": config.label_noise,
             "noise_type": config.noise_type if config.label_noise else None,
+            "val_label_noise": 0.0 if config.clean_val else config.label_noise,
             "skipped_images": data.skipped_images,
         },
         "model": {
@@ -247,6 +256,7 @@ def run(
         "timing": {"setup_seconds": time.perf_counter() - setup_start},
         "resumed_from": None if checkpoint is None else {"epoch": checkpoint["epoch"], "step": checkpoint["step"]},
         "env": environment(runtime.device),
+        **(extra or {}),
     }
     batch_size = checkpoint["batch_size"] if checkpoint is not None else config.batch_size
     try:
@@ -254,7 +264,7 @@ def run(
             while True:
                 try:
                     train_and_test(setup, batch_size, model, built.convolutional, record, reporter,
-                                   checkpoint, checkpoint_path, stop)
+                                   checkpoint, checkpoint_path, stop, test)
                     break
                 except torch.OutOfMemoryError:
                     if not config.auto_batch or batch_size == 1:
@@ -283,6 +293,7 @@ def run(
             record.update(status="failed", reason="the process stopped unexpectedly")
         record["config"]["batch_size_used"] = batch_size
         record["finished"] = utc_now()
+        write_history_csv(folder / HISTORY_NAME, record["history"])
         write_json_atomic(folder / RECORD_NAME, record)
     if record["status"] == "completed":
         checkpoint_path.unlink(missing_ok=True)  # the record holds the result; weights are not kept
@@ -291,7 +302,7 @@ def run(
 
 def train_and_test(
     setup: Setup, batch_size: int, model: nn.Module, channels_last: bool, record: dict, reporter,
-    checkpoint: dict | None, checkpoint_path: Path, stop,
+    checkpoint: dict | None, checkpoint_path: Path, stop, test: bool = True,
 ) -> None:
     config, data, criterion, runtime = setup.config, setup.data, setup.criterion, setup.runtime
     train_batches = setup.batches("train", batch_size, channels_last)
@@ -311,6 +322,7 @@ def train_and_test(
         optimizer.load_state_dict(checkpoint["optimizer"])
         schedule.load_state_dict(checkpoint["schedule"])
         scaler.load_state_dict(checkpoint["scaler"])
+        criterion.load_state_dict(checkpoint.get("criterion", {}))
         record["history"] = checkpoint["history"]
         pos.update({k: checkpoint[k] for k in pos})
         restore_rng_states(checkpoint["rng"])
@@ -319,6 +331,7 @@ def train_and_test(
         save_checkpoint(checkpoint_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
+            "criterion": criterion.state_dict(),  # a stateful loss's running statistics
             "history": record["history"], "epoch": epoch, "step": step,
             "loss_sum": float(loss_sum), "correct": int(correct), "first_bad_step": int(first_bad),
             "epoch_seconds": epoch_seconds, "train_seconds": pos["train_seconds"],
@@ -375,6 +388,11 @@ def train_and_test(
             "train_acc": correct.item() / n_train,
             "val_loss": val["loss"],
             "val_acc": val["accuracy"],
+            "val_nll": val["nll"],
+            "val_ece": val["ece"],
+            "val_macro_f1": val["macro_f1"],
+            "val_precision": val["macro_precision"],
+            "val_recall": val["macro_recall"],
             "lr": lr,
             "seconds": seconds,
         }
@@ -386,9 +404,10 @@ def train_and_test(
         "train_seconds": pos["train_seconds"],
         "train_images_per_sec": pos["images_seen"] / pos["train_seconds"] if pos["train_seconds"] else 0.0,
     }
-    if record["status"] == "running":
+    if record["status"] == "running" and test:
         test_batches = setup.batches("test", batch_size, channels_last)
         record["metrics"]["test"] = evaluate(net, test_batches, criterion, num_classes, runtime).result(
             data.class_names
         )
+    if record["status"] == "running":
         record["status"] = "completed"

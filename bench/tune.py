@@ -13,26 +13,27 @@ import math
 import os
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.config import RunConfig
+from bench.config import LR_RANGES, RunConfig
 from bench.errors import UsageError
 from bench.report import QuietReporter
 from bench.train import RunStopped, run
 from losses import LOSSES
 
-LR_RANGES = {"sgd": (1e-3, 0.5), "adamw": (1e-5, 1e-2)}
 WEIGHT_DECAY_RANGE = (1e-5, 1e-2)
 # A worker beats every HEARTBEAT_SECONDS; one silent for three beats is taken for dead.
 HEARTBEAT_SECONDS = int(os.environ.get("BENCH_HEARTBEAT_SECONDS", "20"))
-OBJECTIVES = {"val_acc": ("val_acc", "maximize"), "val_nll": ("val_loss", "minimize")}
-PRUNERS = ("hyperband", "median")
+OBJECTIVES = {"val_acc": ("val_acc", "maximize"), "val_nll": ("val_nll", "minimize")}  # -> history key
+TRIALS_DIR = "trials"  # tuning runs' folders, under the study's output folder
 
 
-def tunable_params(loss: str) -> dict:
-    """The loss hyperparameters with a numeric tuning range (per-class and word-valued ones are not tuned)."""
-    return {k: hp for k, hp in LOSSES.get(loss).params.items() if hp.tune is not None and hp.numeric and not hp.per_class}
+def tunable_params(loss: str, fixed=()) -> dict:
+    """The loss hyperparameters the tuner searches: those with a numeric tuning range that are
+    not `fixed` (given by the user). Per-class and word-valued ones are never tuned."""
+    return {k: hp for k, hp in LOSSES.get(loss).params.items()
+            if hp.tune is not None and hp.numeric and not hp.per_class and k not in fixed}
 
 
 def open_storage(url: str):
@@ -104,58 +105,101 @@ class PruningReporter(QuietReporter):
             raise RunStopped("pruned", f"pruned by the tuner after epoch {entry['epoch']}")
 
 
-def suggest(trial, config: RunConfig, tune_weight_decay: bool) -> RunConfig:
-    lr = trial.suggest_float("lr", *LR_RANGES[config.optimizer], log=True)
-    params = {k: trial.suggest_float(k, *hp.tune, log=hp.log) for k, hp in tunable_params(config.loss).items()}
-    wd = trial.suggest_float("weight_decay", *WEIGHT_DECAY_RANGE, log=True) if tune_weight_decay else config.weight_decay
-    return replace(config, lr=lr, weight_decay=wd, loss_params={**config.loss_params, **params})
+@dataclass(frozen=True)
+class SearchSpace:
+    """What one study searches: lr (unless fixed), the free loss hyperparameters, weight decay."""
+
+    lr: tuple[float, float] | None  # None: lr fixed at the config's value
+    loss_params: tuple[str, ...]
+    weight_decay: bool = False
+
+    @classmethod
+    def of(cls, config: RunConfig, lr_fixed: bool, lr_range=None, weight_decay: bool = False) -> "SearchSpace":
+        """Everything the user left open: lr unless given, loss hyperparameters not in config.loss_params."""
+        lr = None if lr_fixed else (lr_range or LR_RANGES[config.optimizer])
+        return cls(lr, tuple(tunable_params(config.loss, fixed=config.loss_params)), weight_decay)
+
+    def suggest(self, trial, config: RunConfig) -> RunConfig:
+        hps = LOSSES.get(config.loss).params
+        lr = trial.suggest_float("lr", *self.lr, log=True) if self.lr else config.lr
+        params = {k: trial.suggest_float(k, *hps[k].tune, log=hps[k].log) for k in self.loss_params}
+        wd = trial.suggest_float("weight_decay", *WEIGHT_DECAY_RANGE, log=True) if self.weight_decay else config.weight_decay
+        return replace(config, lr=lr, weight_decay=wd, loss_params={**config.loss_params, **params})
+
+    def apply(self, params: dict, config: RunConfig) -> RunConfig:
+        """The config with a trial's tuned values (the best trial's, for the eval runs)."""
+        return replace(config, lr=params.get("lr", config.lr), weight_decay=params.get("weight_decay", config.weight_decay),
+                       loss_params={**config.loss_params, **{k: params[k] for k in self.loss_params}})
+
+
+def make_pruner(name: str, epochs: int):
+    import optuna
+
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+
+
+def trial_objective(config: RunConfig, space: SearchSpace, out: Path, objective: str, study_name: str, log):
+    """Optuna objective: one run of the suggested config on train/val, never on test.
+
+    Runs resume (`resume=True`): a trial re-queued with the same parameters after its worker died
+    continues from the checkpoint instead of starting over.
+    """
+    import optuna
+
+    key = OBJECTIVES[objective][0]
+
+    def objective_fn(trial) -> float:
+        trial_config = space.suggest(trial, config)
+        try:
+            record, _ = run(trial_config, out / TRIALS_DIR, PruningReporter(trial, key), resume=True, test=False,
+                            extra={"trial": {"study": study_name, "number": trial.number}})
+        except RunStopped:
+            raise optuna.TrialPruned()
+        if record["status"] != "completed":
+            raise optuna.TrialPruned()  # diverged: nothing to learn from its value
+        value = record["history"][-1][key]
+        log(f"{study_name} trial {trial.number}: {objective} {value:.4f} with " +
+            ", ".join(f"{k}={v:.4g}" for k, v in trial.params.items()))
+        return value
+
+    return objective_fn
 
 
 def tune(
     config: RunConfig, trials: int, out: Path, storage: str | None = None, study_name: str | None = None,
-    objective: str = "val_acc", pruner: str = "hyperband", tune_weight_decay: bool = False, log=print,
+    objective: str = "val_acc", pruner: str = "hyperband", tune_weight_decay: bool = False, lr_fixed: bool = False,
+    log=print,
 ):
-    """Run `trials` more trials of the study; returns (study, path of the best-parameters file)."""
+    """Run `trials` more trials of the study; returns (study, path of the best-parameters file).
+
+    Loss hyperparameters in `config.loss_params` (and lr with `lr_fixed`) were given: they stay fixed.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out.mkdir(parents=True, exist_ok=True)
     study_name = study_name or f"{config.dataset}-{config.model}-{config.loss}"
     url = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
-    key, direction = OBJECTIVES[objective]
-    prune = (optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs, reduction_factor=3)
-             if pruner == "hyperband" else optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
-    study = optuna.create_study(study_name=study_name, storage=open_storage(url), direction=direction,
-                                pruner=prune, load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=config.seed))
+    space = SearchSpace.of(config, lr_fixed, weight_decay=tune_weight_decay)
+    if not space.lr and not space.loss_params and not space.weight_decay:
+        raise UsageError(f"nothing to tune: lr and every tunable hyperparameter of {config.loss} are given")
+    study = optuna.create_study(study_name=study_name, storage=open_storage(url),
+                                direction=OBJECTIVES[objective][1], pruner=make_pruner(pruner, config.epochs),
+                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=config.seed))
     # reseed per invocation so that a resumed study does not replay its first random draws
     study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
-
-    def objective_fn(trial) -> float:
-        trial_config = suggest(trial, config, tune_weight_decay)
-        try:
-            record, _ = run(trial_config, out / "trials", PruningReporter(trial, key))
-        except RunStopped:
-            raise optuna.TrialPruned()
-        if record["status"] != "completed":
-            raise optuna.TrialPruned()  # diverged: nothing to learn from its value
-        value = record["history"][-1][key]
-        log(f"trial {trial.number}: {objective} {value:.4f} with " +
-            ", ".join(f"{k}={v:.4g}" for k, v in trial.params.items()))
-        return value
-
-    study.optimize(objective_fn, n_trials=trials, catch=())
+    study.optimize(trial_objective(config, space, out, objective, study_name, log), n_trials=trials, catch=())
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         raise UsageError(f"no trial of study {study_name} completed (all pruned or diverged); widen the budget")
     best = study.best_trial
     best_path = out / f"{study_name}.best.json"
-    loss_keys = set(tunable_params(config.loss))
+    tuned = space.apply(best.params, config)
     best_path.write_text(json.dumps({
         "model": config.model, "loss": config.loss, "dataset": config.dataset,
-        "lr": best.params["lr"],
-        "weight_decay": best.params.get("weight_decay", config.weight_decay),
-        "loss_params": {**config.loss_params, **{k: v for k, v in best.params.items() if k in loss_keys}},
+        "lr": tuned.lr, "weight_decay": tuned.weight_decay, "loss_params": tuned.loss_params,
         "objective": objective, "value": best.value, "trial": best.number,
         "study": study_name, "storage": url,
     }, indent=2))

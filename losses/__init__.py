@@ -36,6 +36,7 @@ class HParam:
     per_class: bool = False
     choices: tuple[str, ...] = ()
     numeric: bool = True
+    integer: bool = False
     help: str = ""
 
     def default_text(self) -> str:
@@ -77,6 +78,8 @@ class HParam:
             too_high = v >= self.high if self.high_open else v > self.high
             if too_low or too_high or math.isnan(v):
                 raise UsageError(f"{name} must lie in {self.range_text()}, got {v:g}")
+            if self.integer and v != int(v):
+                raise UsageError(f"{name} must be a whole number, got {v:g}")
         return value
 
 

@@ -1,6 +1,9 @@
-"""Softmax losses: cross-entropy, focal, PolyLoss, the probability-space L1 and Brier, hinge."""
+"""Softmax losses: cross-entropy, focal, PolyLoss, the probability-space L1 and Brier, hinge,
+perceptron, exponential and KL divergence."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -119,3 +122,57 @@ class MultiMarginLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.multi_margin_loss(upcast(logits), targets, margin=self.margin)
+
+
+@register_loss("perceptron")
+class PerceptronLoss(nn.Module):
+    """Multi-class perceptron: max(0, max_{k != y} z_k - z_y), i.e. hinge with margin 0.
+
+    Zero once the target's logit is the largest, so a correct sample never moves the weights.
+    """
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        x = upcast(logits)
+        rival = x.scatter(1, targets[:, None], float("-inf")).amax(1)
+        return (rival - x.gather(1, targets[:, None]).squeeze(1)).clamp_min(0).mean()
+
+
+EXP_CAP = 50.0  # the exponent beyond which the exponential loss continues linearly (e^50 ~ 5.2e21)
+
+
+@register_loss("exponential")
+class ExponentialLoss(nn.Module):
+    """Exponential (AdaBoost-style) loss: sum_{k != y} exp(z_k - z_y) = 1/p_y - 1. Very sensitive
+    to outliers and label noise: a confidently wrong sample's loss grows exponentially.
+
+    Computed as expm1(-log p_y) from a stable log-softmax. Where -log p_y exceeds 50 the loss
+    continues on its tangent, e^50 (1 + s - 50) - 1, so one confidently wrong sample gives a
+    huge but finite loss and gradient in float32 instead of inf.
+    """
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        s = -target_log_prob(logits, targets)
+        tangent = math.exp(EXP_CAP) * (1 + s - EXP_CAP) - 1
+        return torch.where(s > EXP_CAP, tangent, torch.expm1(s.clamp_max(EXP_CAP))).mean()
+
+
+@register_loss(
+    "kl",
+    params={"smoothing": HParam(0.1, low=0.0, high=1.0, high_open=True, tune=(0.0, 0.3),
+                                help="mass of the target q spread uniformly over all classes")},
+)
+class KLDivergence(nn.Module):
+    """KL(q || p) with q the label-smoothed one-hot target, (1 - smoothing) y + smoothing / C.
+
+    Its gradient equals cross-entropy's with the same label smoothing (the two differ by the
+    entropy of q, a constant); unlike that cross-entropy, its value is 0 at a perfect prediction p = q.
+    """
+
+    def __init__(self, smoothing: float = 0.1) -> None:
+        super().__init__()
+        self.smoothing = smoothing
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        log_p = log_probs(logits)
+        q = one_hot(targets, log_p) * (1 - self.smoothing) + self.smoothing / log_p.shape[1]
+        return (torch.xlogy(q, q) - q * log_p).sum(1).mean()

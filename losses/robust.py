@@ -1,14 +1,16 @@
-"""Losses designed to be robust to label noise: GCE, SCE, NCE+RCE."""
+"""Losses designed to be robust to label noise: GCE, SCE, NCE+RCE, and the robust regression
+losses of the seed survey applied to probabilities: Huber and log-cosh."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from losses import HParam, register_loss
-from losses.functional import log_probs, target_log_prob
+from losses.functional import log_probs, one_hot, target_log_prob
 
 # Reverse cross-entropy needs log 0 for the zero entries of a one-hot target; the reference
 # implementations clamp the target to 1e-4, so log 0 is taken as log 1e-4 = -9.21.
@@ -72,3 +74,34 @@ class NCEandRCE(nn.Module):
         log_p = log_probs(logits)
         nce = log_p.gather(1, targets[:, None]).squeeze(1) / log_p.sum(1)
         return (self.alpha * nce + self.beta * reverse_ce(logits, targets)).mean()
+
+
+@register_loss(
+    "huber",
+    params={"delta": HParam(0.5, low=0.0, high=1.0, low_open=True, tune=(0.05, 1.0), log=True,
+                            help="where the quadratic turns linear, in probability units")},
+)
+class HuberLoss(nn.Module):
+    """Huber on probabilities: sum_k H_delta(p_k - y_k), H = r^2 / 2 within delta, else delta (|r| - delta / 2).
+
+    Summed over classes like `brier`, averaged over samples.
+    """
+
+    def __init__(self, delta: float = 0.5) -> None:
+        super().__init__()
+        self.delta = delta
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        probs = log_probs(logits).exp()
+        return F.huber_loss(probs, one_hot(targets, probs), reduction="none", delta=self.delta).sum(1).mean()
+
+
+@register_loss("log-cosh")
+class LogCoshLoss(nn.Module):
+    """Log-cosh on probabilities: sum_k log cosh(p_k - y_k), averaged over samples."""
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        probs = log_probs(logits).exp()
+        r = probs - one_hot(targets, probs)
+        # log cosh r = |r| + log1p(exp(-2|r|)) - log 2: no overflow of cosh for any r
+        return (r.abs() + torch.log1p(torch.exp(-2 * r.abs())) - math.log(2)).sum(1).mean()

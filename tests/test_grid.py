@@ -28,7 +28,7 @@ def write(tmp_path, text):
 
 
 def test_experiment_file_expands_to_the_cross_product(tmp_path):
-    configs = load_experiment(write(tmp_path, GOOD))
+    configs = load_experiment(write(tmp_path, GOOD)).configs
     assert len(configs) == 8
     assert {(c.model, c.loss, c.seed) for c in configs} == {
         (m, l, s) for m in ("cnn-tiny", "mlp2") for l in ("ce", "focal") for s in (0, 1)}
@@ -45,7 +45,7 @@ def test_experiment_file_expands_to_the_cross_product(tmp_path):
         (("gamma = 0.5", "gamma = -2.0"), "gamma must lie in [0, inf)"),
         (("gamma = 0.5", "gama = 0.5"), "has no hyperparameter gama"),
         (('models = ["cnn-tiny", "mlp2"]', 'models = ["cnn-tiny", "resnet"]'), "unknown model 'resnet'"),
-        (("seeds = [0, 1]", 'seeds = ["a"]'), "seeds must be a list of integers"),
+        (("seeds = [0, 1]", 'seeds = ["a"]'), "seeds must be a non-empty list of integers"),
         (('name = "ce"', 'name = "cee"'), "unknown loss 'cee'"),
         (("[[losses]]\nname = \"ce\"", "[[losses]]\nlabel = \"ce\""), "each with a name"),
         (("epochs = 1", "epochs = 1\n["), "is not valid TOML"),

@@ -78,13 +78,46 @@ def test_markdown_tables_are_consistent_github_tables(results, tmp_path):
         assert all(len(cells(row)) == width for row in table), table
     main, paired, per_class, incomplete = tables
     assert cells(main[2])[1:3] == ["cnn", "focal(gamma=2)"]  # ranked by mean accuracy
-    assert cells(main[3])[6] == "below"  # cnn ce's interval does not reach the leader's
+    assert cells(main[3])[6].startswith("below (p_Holm")  # cnn ce: separated from the leader by the test
     assert cells(per_class[0])[2:] == CLASSES
     assert any("diverged" in row and "non-finite" in row for row in incomplete)
     assert any(cells(row)[:2] == ["cnn", "focal(gamma=2)"] and cells(row)[3].startswith("+") for row in paired)
     assert "torn" in text and "Provenance" in text and "`bench leaderboard runs`" in text
+    header = cells(paired[0])
+    assert "p Holm" in header and "separable at 0.05" in header
+    assert "- **cnn**: best **focal(gamma=2)**" in text and "from ce** at 0.05" in text
     for png in re.findall(r"\]\(([^)]+\.png)\)", text):
         assert (tmp_path / "out" / png).stat().st_size > 1000
+
+
+def tuned_record(loss, params, seed, acc, lr, tuned):
+    r = fake_record("cnn", loss, params, seed, acc)
+    r["config"]["lr"] = lr
+    r["tuning"] = {"study": f"tune-{loss}", "trials": 8, "objective": "val_acc", "best_value": 0.7,
+                   "params": {"lr": lr, **{k: params[k] for k in tuned}}, "seed": 100, "epochs": 2,
+                   "limit_train": None, "pruner": "hyperband"}
+    return r
+
+
+def test_tuned_rows_show_their_values_pair_with_tuned_ce_and_ignore_tuning_trials(tmp_path):
+    runs = tmp_path / "runs"
+    accs = {"ce": [0.60, 0.61, 0.62, 0.60, 0.61], "focal": [0.70, 0.72, 0.71, 0.73, 0.70]}
+    for seed in range(5):
+        for r in (tuned_record("ce", {"label_smoothing": 0.0}, seed, accs["ce"][seed], 0.0612, []),
+                  tuned_record("focal", {"gamma": 1.4142}, seed, accs["focal"][seed], 0.0311, ["gamma"])):
+            write_json_atomic(runs / r["run_id"] / "record.json", r)
+    trial = fake_record("cnn", "focal", {"gamma": 3.0}, 100, 0.0, status="pruned")
+    trial["trial"] = {"study": "tune-focal", "number": 3}
+    write_json_atomic(runs / "tuning" / "trials" / "t3" / "record.json", trial)
+    [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
+    text = path.read_text()
+    main, paired, _per_class = markdown_tables(text)  # no incomplete runs: the pruned trial is not one
+    assert cells(main[2])[2] == "focal(gamma=1.41, lr 0.0311)" and cells(main[3])[2] == "ce(lr 0.0612)"
+    assert len(main) == 4  # two rows: the tuning trial is no row
+    [row] = paired[2:]
+    assert cells(row)[:2] == ["cnn", "focal(gamma=1.41, lr 0.0311)"] and cells(row)[-1] == "yes"
+    assert "pruned" not in text
+    assert "8 trials of 2 epochs, objective val_acc, pruner hyperband, tuning seed 100" in text
 
 
 def test_machine_formats(results, tmp_path):

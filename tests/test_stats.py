@@ -40,3 +40,36 @@ def test_paired_test_matches_scipy():
 def test_overlap():
     assert not summarize([0.90, 0.91, 0.90]).overlaps(summarize([0.50, 0.52, 0.51]))
     assert summarize([0.90, 0.91, 0.90]).overlaps(summarize([0.89, 0.92, 0.905]))
+
+
+def test_holm_hand_worked():
+    # m = 4: sorted 0.005, 0.01, 0.03, 0.04 -> x4 0.02, x3 0.03, x2 0.06, x1 0.04 -> monotone 0.06
+    from bench.stats import holm
+
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_holm_leaves_missing_tests_out_of_the_family():
+    from bench.stats import holm
+
+    adjusted = holm([0.01, math.nan, 0.02])
+    assert math.isnan(adjusted[1]) and adjusted[0] == pytest.approx(0.02) and adjusted[2] == pytest.approx(0.02)
+
+
+def test_holm_matches_statsmodels_when_installed():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    from bench.stats import holm
+
+    p = np.random.default_rng(0).uniform(0, 0.2, 12)
+    assert holm(p) == pytest.approx(multitest.multipletests(p, method="holm")[1].tolist())
+
+
+def test_compare_by_seed_pairs_common_seeds_else_welch():
+    from bench.stats import compare_by_seed
+
+    a, b = {0: 0.80, 1: 0.82, 2: 0.79}, {0: 0.78, 1: 0.79, 2: 0.78}
+    assert compare_by_seed(a, b).p_value == pytest.approx(stats.ttest_rel([0.80, 0.82, 0.79], [0.78, 0.79, 0.78]).pvalue)
+    c = {5: 0.70, 6: 0.72}
+    assert compare_by_seed(c, b).p_value == pytest.approx(
+        stats.ttest_ind([0.70, 0.72], [0.78, 0.79, 0.78], equal_var=False).pvalue)

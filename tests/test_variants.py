@@ -125,4 +125,13 @@ def test_cifar10_long_tail_and_label_noise(cifar10_archive):
     assert torch.equal(noisy.train.images, clean.train.images)
     rate = (noisy.train.labels != clean.train.labels).double().mean().item()
     assert abs(rate - 0.4) <= 0.01 and noisy.name == "cifar10-sym0.4"
-    assert torch.equal(noisy.val.labels, clean.val.labels) and torch.equal(noisy.test.labels, clean.test.labels)
+    assert torch.equal(noisy.test.labels, clean.test.labels)  # test is always clean
+    # by default val carries the same noise as train (a real user has no clean labels)...
+    assert torch.equal(noisy.val.images, clean.val.images)
+    assert (noisy.val.labels != clean.val.labels).double().mean().item() == pytest.approx(0.4, abs=1e-9)
+    # ...unless asked; train is the same either way
+    clean_val = prepare_splits(replace(base, label_noise=0.4, clean_val=True))
+    assert torch.equal(clean_val.val.labels, clean.val.labels) and clean_val.name == "cifar10-sym0.4-cleanval"
+    assert torch.equal(clean_val.train.labels, noisy.train.labels)
+    assert replace(base, clean_val=True).config_hash() == base.config_hash()  # no noise: no difference
+    assert replace(base, label_noise=0.4, clean_val=True).config_hash() != replace(base, label_noise=0.4).config_hash()

@@ -1,0 +1,136 @@
+"""The tuned study protocol behind an experiment file's [tune] table, as one resumable command.
+
+Stage 1: one Optuna study per cell (model x [[losses]] entry) on the validation split, with
+pruning, over lr and the loss hyperparameters the entry leaves open; tuning runs never touch
+test. Stage 2: each cell's best parameters, unchanged, for every eval seed, as an ordinary grid;
+every eval record carries `tuning`. Each cell's study holds `trials` trials in total, so a rerun
+of a finished study adds none and changes no record.
+
+Sharing: with an RDB storage (sqlite:///, postgresql://) any number of workers split both
+stages; a dead worker's trial is failed by its stale heartbeat and re-queued with the same
+parameters (its run resumes from its checkpoint). A journal storage has no heartbeat: it is for
+one worker, which takes trials still RUNNING at its start for the leftovers of a killed run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import warnings
+from collections import Counter
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from bench.errors import UsageError
+from bench.experiment import Cell, Experiment, TuneSpec
+from bench.grid import run_grid, run_grid_shared
+from bench.tune import HEARTBEAT_SECONDS, OBJECTIVES, SearchSpace, make_pruner, open_storage, trial_objective
+
+TUNING_DIR = "tuning"  # under the grid's output folder: the journal and the tuning runs
+
+
+def default_storage(out: Path) -> str:
+    return f"journal:{out / TUNING_DIR / 'tuning.journal'}"
+
+
+def is_shared(storage_url: str) -> bool:
+    """RDB storages have heartbeats, so several workers can share them; a journal cannot."""
+    return not storage_url.startswith("journal:")
+
+
+def study_name(cell: Cell, spec: TuneSpec) -> str:
+    """Stable per cell and tuning budget; the trial count is left out so it can grow."""
+    budget = {k: v for k, v in asdict(spec).items() if k != "trials"}
+    identity = json.dumps({"cell": spec.trial_config(cell.config).config_hash(), "lr_fixed": cell.lr_fixed,
+                           "budget": budget}, sort_keys=True)
+    name = f"tune-{cell.config.dataset}-{cell.config.model}-{cell.config.loss}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name) + "-" + hashlib.sha1(identity.encode()).hexdigest()[:8]
+
+
+def _states(study, *names: str) -> list:
+    import optuna
+
+    return study.get_trials(deepcopy=False, states=tuple(getattr(optuna.trial.TrialState, n) for n in names))
+
+
+def requeue_leftovers(study) -> None:
+    """Single worker on a journal: trials RUNNING at start belong to a killed earlier run of this
+    command. Fail them and re-queue their parameters, so their runs resume from checkpoints."""
+    import optuna
+
+    retried = {t.user_attrs.get("retry_of") for t in study.trials}
+    for trial in _states(study, "RUNNING"):
+        study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
+        if trial.number not in retried and trial.params:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+
+def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log) -> dict:
+    """Stage 1 for one cell: fill its study up to `spec.trials` finished trials (with other
+    workers, if shared), wait for the trials still running elsewhere, and return the `tuning`
+    entry of its eval records."""
+    import optuna
+
+    config = spec.trial_config(cell.config)
+    space = SearchSpace.of(config, cell.lr_fixed, spec.lr)
+    info = {"study": None, "trials": 0, "objective": spec.objective, "best_value": None, "params": {},
+            "seed": spec.seed, "epochs": config.epochs, "limit_train": config.limit_train, "pruner": spec.pruner}
+    if not space.lr and not space.loss_params:
+        return info  # everything given: nothing to tune, the cell runs as written
+    name = study_name(cell, spec)
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction=OBJECTIVES[spec.objective][1],
+        pruner=make_pruner(spec.pruner, config.epochs), load_if_exists=True,
+    )
+    if not shared:
+        requeue_leftovers(study)
+    objective = trial_objective(config, space, out, spec.objective, name, log)
+    limit = optuna.study.MaxTrialsCallback(spec.trials, states=tuple(
+        getattr(optuna.trial.TrialState, n) for n in ("COMPLETE", "PRUNED", "RUNNING")))
+    while True:
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed and re-queued
+        finished, running = len(_states(study, "COMPLETE", "PRUNED")), len(_states(study, "RUNNING"))
+        if spec.trials - finished - running > 0:
+            # seeded by position, so a resumed study does not replay its first random draws
+            study.sampler = optuna.samplers.TPESampler(seed=spec.seed + len(study.trials))
+            study.optimize(objective, n_trials=spec.trials - finished - running, callbacks=[limit], catch=())
+        elif running:
+            time.sleep(HEARTBEAT_SECONDS)  # other workers' trials decide the best too: wait for them
+        else:
+            break
+    if not _states(study, "COMPLETE"):
+        raise UsageError(f"no tuning trial of {name} completed (all pruned or diverged); widen [tune] lr or epochs")
+    best = study.best_trial
+    return info | {"study": name, "trials": finished, "best_value": best.value, "params": dict(best.params)}
+
+
+def eval_config(cell: Cell, spec: TuneSpec, tuning: dict, seed: int):
+    """A cell's eval run: its settings with the best trial's values, unchanged, on an eval seed."""
+    space = SearchSpace.of(cell.config, cell.lr_fixed, spec.lr)
+    return replace(space.apply(tuning["params"], cell.config), seed=seed)
+
+
+def run_study(experiment: Experiment, out: Path, storage_url: str | None, make_reporter, log=print) -> Counter:
+    """Both stages of a tuned experiment; returns the eval runs' statuses as `bench grid` counts them."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    spec = experiment.tune
+    url = storage_url or default_storage(out)
+    shared = is_shared(url)
+    storage = open_storage(url)
+    configs, extras = [], []
+    for i, cell in enumerate(experiment.cells, 1):
+        tuning = tune_cell(cell, spec, storage, out / TUNING_DIR, shared, log)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in tuning["params"].items()) or "nothing tuned"
+        log(f"cell {i}/{len(experiment.cells)} {cell.config.model} x {cell.config.loss}: {shown} "
+            f"({tuning['trials']} trials)")
+        for seed in experiment.seeds:
+            configs.append(eval_config(cell, spec, tuning, seed))
+            extras.append({"tuning": tuning})
+    if shared:
+        return run_grid_shared(configs, out, url, make_reporter, log, extras)
+    return run_grid(configs, out, make_reporter, log, extras)

@@ -1,0 +1,202 @@
+"""The tuned study protocol: [tune] in an experiment file tunes each cell on val, then runs the
+best values over the eval seeds; resumable after SIGINT/SIGKILL in either stage, shareable."""
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+STUDY = """
+dataset = "cifar10-sample"
+models = ["cnn-tiny"]
+seeds = [0, 1]
+epochs = 2
+limit_train = 600
+limit_test = 100
+
+[tune]
+trials = 3
+epochs = 2
+seed = 100
+objective = "val_acc"
+lr = [0.005, 0.5]
+
+[[losses]]
+name = "ce"
+label_smoothing = 0.0
+
+[[losses]]
+name = "focal"
+
+[[losses]]
+name = "focal"
+gamma = 2.0
+"""
+
+
+def write(tmp_path, text=STUDY):
+    path = tmp_path / "experiment.toml"
+    path.write_text(text)
+    return path
+
+
+def records(folder):
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*/record.json"))]
+
+
+def trial_counts(journal_or_url):
+    storage = journal_or_url
+    if not journal_or_url.startswith(("sqlite", "postgresql")):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = JournalStorage(JournalFileBackend(journal_or_url))
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return {s.study_name: len([t for t in optuna.load_study(study_name=s.study_name, storage=storage).trials
+                               if t.state in finished])
+            for s in optuna.get_all_study_summaries(storage)}
+
+
+def check_final_state(runs):
+    evals = records(runs)
+    assert len(evals) == 6 and all(r["status"] == "completed" for r in evals)
+    assert collections.Counter(r["config_hash"] for r in evals) == collections.Counter(
+        {h: 1 for h in {r["config_hash"] for r in evals}}) and len({r["config_hash"] for r in evals}) == 6
+    return evals
+
+
+def test_study_tunes_each_cell_then_runs_the_best_over_the_eval_seeds(cli, tmp_path):
+    path = write(tmp_path)
+    runs = tmp_path / "runs"
+    code, out, err = cli("grid", str(path), "--quiet")
+    assert code == 0, err
+    evals = check_final_state(runs)
+    for r in evals:
+        t = r["tuning"]
+        assert t["trials"] == 3 and t["objective"] == "val_acc" and t["seed"] == 100 and t["epochs"] == 2
+        assert 0.005 <= t["params"]["lr"] <= 0.5 and r["config"]["lr"] == t["params"]["lr"]
+        assert "test" in r["metrics"]
+        if r["config"]["loss"] == "ce":
+            assert set(t["params"]) == {"lr"} and r["config"]["loss_params"]["label_smoothing"] == 0.0
+    focal = [r for r in evals if r["config"]["loss"] == "focal"]
+    fixed = [r for r in focal if "gamma" not in r["tuning"]["params"]]
+    tuned = [r for r in focal if "gamma" in r["tuning"]["params"]]
+    assert len(fixed) == 2 and all(r["config"]["loss_params"]["gamma"] == 2.0 for r in fixed)
+    assert len(tuned) == 2 and all(r["config"]["loss_params"]["gamma"] == r["tuning"]["params"]["gamma"] for r in tuned)
+    assert {r["config"]["seed"] for r in evals} == {0, 1}
+    assert all(r["config"]["data_root"] is None for r in evals)
+
+    trials = records(runs / "tuning" / "trials")
+    assert len(trials) == 9 and all("test" not in r["metrics"] and r["trial"]["study"] for r in trials)
+    assert all(r["config"]["seed"] == 100 for r in trials)
+    journal = str(runs / "tuning" / "tuning.journal")
+    assert set(trial_counts(journal).values()) == {3}
+
+    before = {p: p.read_text() for p in runs.rglob("record.json")}
+    code, out, err = cli("grid", str(path), "--quiet")
+    assert code == 0 and "6 skipped" in out, err
+    assert {p: p.read_text() for p in runs.rglob("record.json")} == before  # a rerun changes nothing
+    assert set(trial_counts(journal).values()) == {3}
+
+    code, out, err = cli("leaderboard", str(runs), "--out", str(tmp_path / "board"))
+    assert code == 0, err
+    board = (tmp_path / "board" / "leaderboard-cifar10-sample.md").read_text()
+    lr = evals[0]["config"]["lr"]
+    assert f"lr {lr:.3g}" in board and "Holm" in board and "3 trials of 2 epochs" in board
+    assert "## Answer: which loss, and how sure" in board
+
+
+def test_data_root_is_recorded_relative_to_the_experiment_file(cli, tmp_path, cifar10_archive):
+    text = STUDY.replace('dataset = "cifar10-sample"', f'dataset = "cifar10"\ndata_root = "{os.path.relpath(cifar10_archive, tmp_path)}"')
+    text = text.replace("[tune]\ntrials = 3", "[tune]\ntrials = 1").replace('models = ["cnn-tiny"]', 'models = ["mlp2"]')
+    text = text.split("[[losses]]")[0] + '[[losses]]\nname = "ce"\n'
+    path = write(tmp_path, text.replace("seeds = [0, 1]", "seeds = [0]"))
+    code, _, err = cli("grid", str(path), "--quiet")
+    assert code == 0, err
+    for r in records(tmp_path / "runs") + records(tmp_path / "runs" / "tuning" / "trials"):
+        assert r["config"]["data_root"] == os.path.relpath(cifar10_archive, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("seed = 100", "seed = 1"), "[tune] seed 1 is one of the eval seeds"),
+        (("objective = \"val_acc\"", "objective = \"val_acc\"\nbudget = 3"), "[tune] has no key budget"),
+        (("lr = [0.005, 0.5]", "lr = [0.5, 0.005]"), "[tune] lr must be [low, high] with 0 < low < high"),
+        (("lr = [0.005, 0.5]", "lr = [0, 0.5]"), "[tune] lr must be [low, high]"),
+        (("trials = 3", "trials = 0"), "[tune] trials must be at least 1"),
+        (("trials = 3", "trials = 2.5"), "[tune] trials must be an integer"),
+        (("objective = \"val_acc\"", "objective = \"test_acc\""), "[tune] objective must be one of val_acc, val_nll"),
+        (("epochs = 2\nlimit_train", "epochs = 2\nlr = 0.1\nlimit_train"), "lr is fixed at the top level and given a range"),
+    ],
+)
+def test_bad_tune_tables_are_one_clear_line(cli, tmp_path, change, message):
+    assert change[0] in STUDY
+    code, _, err = cli("grid", str(write(tmp_path, STUDY.replace(*change, 1))), "--quiet")
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def kill_when(cmd, out, pattern, sig=signal.SIGKILL, env=None):
+    """Start the study, kill it once a file matching `pattern` appears under `out`, return."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while not list(out.glob(pattern)) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the study finished before it could be killed"
+    proc.send_signal(sig)
+    proc.wait()
+
+
+@pytest.mark.parametrize("stage, pattern, sig", [
+    ("tuning", "tuning/trials/*/checkpoint.pt", signal.SIGKILL),
+    ("eval", "*/checkpoint.pt", signal.SIGKILL),
+    ("tuning", "tuning/trials/*/checkpoint.pt", signal.SIGINT),
+])
+def test_a_killed_study_resumes_to_the_same_state(tmp_path, stage, pattern, sig):
+    path = write(tmp_path, STUDY.replace("epochs = 2\nlimit_train = 600", "epochs = 3\nlimit_train = 600"))
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "bench", "grid", str(path), "--quiet"]
+    kill_when(cmd, runs, pattern, sig)
+    if stage == "eval":
+        assert set(trial_counts(str(runs / "tuning" / "tuning.journal")).values()) == {3}
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    check_final_state(runs)
+    assert set(trial_counts(str(runs / "tuning" / "tuning.journal")).values()) == {3}
+
+
+def test_two_workers_share_a_sqlite_study(tmp_path):
+    path = write(tmp_path)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    cmd = [sys.executable, "-m", "bench", "grid", str(path), "--quiet", "--storage", url]
+    env = {**os.environ, "BENCH_HEARTBEAT_SECONDS": "2"}
+    workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+               for _ in range(2)]
+    for w in workers:
+        assert w.wait(timeout=600) == 0, w.stderr.read()
+    check_final_state(tmp_path / "runs")
+    tuning = {k: v for k, v in trial_counts(url).items() if k.startswith("tune-")}
+    assert len(tuning) == 3 and all(3 <= n <= 4 for n in tuning.values())  # at most workers - 1 extra
+    evals = records(tmp_path / "runs")
+    for study in tuning:  # every eval run of a cell used the same best trial
+        assert len({json.dumps(r["tuning"]["params"]) for r in evals if r["tuning"]["study"] == study}) == 1
+
+
+def test_tune_keeps_given_loss_hyperparameters_fixed(cli, tmp_path):
+    out = tmp_path / "tune"
+    code, _, err = cli("tune", "--model", "cnn-tiny", "--loss", "ce", "--label-smoothing", "0", "--dataset",
+                       "cifar10-sample", "--epochs", "1", "--limit-train", "300", "--limit-test", "50", "--trials", "2",
+                       "--quiet", "--out", str(out))
+    assert code == 0, err
+    study = optuna.load_study(study_name="cifar10-sample-cnn-tiny-ce", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert all(set(t.params) == {"lr"} for t in study.trials)
+    best = json.loads((out / "cifar10-sample-cnn-tiny-ce.best.json").read_text())
+    assert best["loss_params"]["label_smoothing"] == 0.0
+    assert all("test" not in r["metrics"] for r in records(out / "trials"))
