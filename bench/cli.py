@@ -21,8 +21,8 @@ from bench.config import DEVICES, NOISE_TYPES, OPTIMIZERS, PRECISIONS, SCHEDULES
 from bench.datasets import DATASETS, get_dataset
 from bench.errors import UsageError
 from bench.experiment import Experiment
-from losses import LOSSES, all_hparams
-from models import MODELS, check_model
+from bench.losses import LOSSES, all_hparams, get_loss
+from bench.models import MODELS, check_model
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,8 +43,10 @@ def parse_hparam(text: str) -> float | str | tuple[float, ...]:
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}, or timm:<name>")
-    p.add_argument("--loss", required=True, help=f"one of: {', '.join(LOSSES)}")
+    p.add_argument("--model", required=True,
+                   help=f"one of: {', '.join(MODELS)}, timm:<name>, or your own FILE.py:NAME / package.module:NAME")
+    p.add_argument("--loss", required=True,
+                   help=f"one of: {', '.join(LOSSES)}, or your own FILE.py:NAME / package.module:NAME")
     p.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}, or folder:PATH")
     p.add_argument("--data-root", help="where the dataset lies (folder or .tar.gz); see 'bench datasets'")
     p.add_argument("--epochs", type=int, default=10)
@@ -95,7 +97,7 @@ def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
     loss_params = {
         key[3:]: value for key, value in vars(args).items() if key.startswith("hp_") and value is not None
     }
-    check_model(args.model), LOSSES.get(args.loss), get_dataset(args.dataset)  # name errors first
+    check_model(args.model), get_loss(args.loss), get_dataset(args.dataset)  # name errors first
     fields = dict(
         model=args.model, loss=args.loss, dataset=args.dataset, loss_params=loss_params,
         data_root=args.data_root, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
@@ -162,7 +164,7 @@ def command_tune(args: argparse.Namespace, argv: list[str]) -> int:
 
 def command_models(args: argparse.Namespace, argv: list[str]) -> int:
     if args.timm is not None:
-        from models.timm_adapter import timm_names
+        from bench.models.timm_adapter import timm_names
 
         names = timm_names(args.timm)
         print("\n".join(f"timm:{n}" for n in names) if names else f"no timm model matches {args.timm!r}")
@@ -223,7 +225,7 @@ def grid_experiment(args: argparse.Namespace) -> tuple[Experiment, Path]:
     for model in args.models.split(","):
         check_model(model)
         for loss in args.losses.split(","):
-            LOSSES.get(loss)
+            get_loss(loss)
             cells.append(Cell(RunConfig(
                 model=model, loss=loss, dataset=args.dataset, data_root=args.data_root, seed=seeds[0],
                 epochs=args.epochs, limit_train=args.limit_train, limit_test=args.limit_test,
@@ -234,7 +236,7 @@ def grid_experiment(args: argparse.Namespace) -> tuple[Experiment, Path]:
 def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
     import subprocess
 
-    from bench.grid import run_grid, run_grid_shared
+    from bench.api import run_experiment
     from bench.report import make_reporter
 
     experiment, out = grid_experiment(args)
@@ -257,15 +259,7 @@ def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
         codes = [p.wait() for p in procs]
         print(f"grid of {runs} runs in {out}: {args.workers} workers exited with {codes}")
         return max(codes)
-    reporter = lambda: make_reporter(args.quiet)  # noqa: E731
-    if experiment.tune:
-        from bench.study import run_study
-
-        tally = run_study(experiment, out, storage, reporter)
-    elif storage:
-        tally = run_grid_shared(experiment.configs, out, storage, reporter)
-    else:
-        tally = run_grid(experiment.configs, out, reporter)
+    tally = run_experiment(experiment, out, storage, lambda: make_reporter(args.quiet))
     print(f"grid of {runs} runs in {out}: " + ", ".join(f"{n} {k}" for k, n in sorted(tally.items())))
     return 0 if set(tally) <= {"completed", "skipped"} else 1
 
@@ -295,7 +289,7 @@ def command_leaderboard(args: argparse.Namespace, argv: list[str]) -> int:
 def command_speed(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.speed import measure_speed
 
-    check_model(args.model), LOSSES.get(args.loss), get_dataset(args.dataset)
+    check_model(args.model), get_loss(args.loss), get_dataset(args.dataset)
     config = RunConfig(
         model=args.model, loss=args.loss, dataset=args.dataset, data_root=args.data_root,
         batch_size=args.batch_size, image_size=args.image_size, limit_train=args.limit_train,

@@ -28,7 +28,7 @@ class RunConfig:
     dataset: str
     loss_params: dict = field(default_factory=dict)
     data_root: str | None = None
-    data_base: str | None = None  # folder a relative data_root is resolved against (an experiment file's)
+    base_dir: str | None = None  # folder relative paths (data_root, FILE.py plug-ins) resolve against: an experiment file's
     seed: int = 0
     epochs: int = 10
     batch_size: int = 128
@@ -88,7 +88,7 @@ class RunConfig:
         """The configuration as a record states it: `data_root` as given (relative to the
         experiment file for grids), never the machine's folder it was resolved against."""
         fields = dataclasses.asdict(self)
-        del fields["data_base"]
+        del fields["base_dir"]
         return fields
 
     def config_hash(self) -> str:
@@ -107,4 +107,4 @@ class RunConfig:
         if self.data_root is None:
             return None
         path = Path(self.data_root).expanduser()
-        return path if path.is_absolute() or self.data_base is None else Path(self.data_base) / path
+        return path if path.is_absolute() or self.base_dir is None else Path(self.base_dir) / path

@@ -34,12 +34,12 @@ from pathlib import Path
 
 from bench.config import PRUNERS, TUNE_OBJECTIVES, RunConfig
 from bench.errors import UsageError
-from losses import LOSSES, resolve_loss_params
-from models import check_model
+from bench.losses import get_loss, resolve_loss_params
+from bench.models import check_model
 
 GRID_KEYS = {"dataset", "models", "losses", "seeds", "tune"}
 RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
-SHARED_KEYS = set(RUN_FIELDS) - {"model", "loss", "loss_params", "seed", "dataset", "data_base"}
+SHARED_KEYS = set(RUN_FIELDS) - {"model", "loss", "loss_params", "seed", "dataset", "base_dir"}
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 
 
@@ -131,12 +131,12 @@ def load_experiment(path: Path) -> Experiment:
     shared = {k: v for k, v in spec.items() if k in SHARED_KEYS}
     for key, value in shared.items():
         _check_type(where, key, value, RUN_FIELDS[key].type)
-    if "data_root" in shared:  # records keep the path as written; runs resolve it against this folder
-        shared["data_base"] = str(path.parent.resolve())
+    # records keep data_root and FILE.py plug-in paths as written; runs resolve them against this folder
+    shared["base_dir"] = str(path.parent.resolve())
     if "classes" in shared:
         shared["classes"] = tuple(shared["classes"])
     for model in spec["models"]:
-        check_model(model)
+        check_model(model, shared["base_dir"])
     tune = _tune_spec(where, spec["tune"], seeds) if "tune" in spec else None
     if tune is not None and tune.lr is not None and "lr" in shared:
         raise UsageError(f"{where}: lr is fixed at the top level and given a range in [tune]; keep one")
@@ -144,8 +144,8 @@ def load_experiment(path: Path) -> Experiment:
     for model in spec["models"]:
         for entry in spec["losses"]:
             params = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k not in ("name", "lr")}
-            LOSSES.get(entry["name"])
-            resolve_loss_params(entry["name"], params, num_classes=10 if not params else _classes_hint(params))
+            get_loss(entry["name"], shared["base_dir"])
+            resolve_loss_params(entry["name"], params, 10 if not params else _classes_hint(params), shared["base_dir"])
             lr = entry.get("lr", shared.get("lr"))
             _check_type(f"{where}: [[losses]] {entry['name']}", "lr", lr, RUN_FIELDS["lr"].type)
             config = RunConfig(model=model, loss=entry["name"], loss_params=params, dataset=spec["dataset"],

@@ -7,6 +7,7 @@ import json
 import math
 import platform
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pandas as pd
 
 from bench.record import RECORD_NAME, load_record
 from bench.stats import Summary, compare_by_seed, holm, summarize
-from losses import LOSSES
+from bench.losses import LOSSES
 
 METRICS = ("accuracy", "macro_f1", "nll", "ece")
 SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "limit_train", "limit_test",
@@ -183,9 +184,11 @@ def paired_table(comparisons) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def answers(groups: list[Group], comparisons) -> list[str]:
-    """Per model: the best loss, and whether the data separate it from plain ce after Holm."""
+def answers(groups: list[Group], comparisons, shots: Shots | None = None) -> list[str]:
+    """Per model: the best loss, and whether the data separate it from plain ce after Holm (and,
+    on a long tail, what it gains on the few-shot classes)."""
     tests = {id(g): (t, p) for g, _, t, p in comparisons}
+    bases = {id(g): base for g, base, _, _ in comparisons}
     lines = []
     for model in sorted({g.model for g in groups}):
         mine = sorted((g for g in groups if g.model == model), key=lambda g: g.summary("accuracy").mean, reverse=True)
@@ -203,6 +206,11 @@ def answers(groups: list[Group], comparisons) -> list[str]:
             head += f"; vs ce {t.mean_diff * 100:+.2f} pp, p_Holm {p:.2g}: **{verdict} from ce** at {ALPHA:g}"
         else:
             head += "; no plain-ce baseline on the same seeds to test against"
+        if shots and id(best) in bases:
+            base = bases[id(best)]
+            few = shots.classes["few"]
+            gain = summarize(shot_accuracy(best, few)).mean - summarize(shot_accuracy(base, few)).mean
+            head += f"; few-shot accuracy {gain * 100:+.2f} pp vs ce"
         lines.append(head)
     return lines
 
@@ -217,6 +225,59 @@ def per_class_table(groups: list[Group]) -> pd.DataFrame:
             row[name] = f"{100 * sum(values) / len(values):.1f}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Shots:
+    """A long-tailed training split's classes in thirds by training count (C/3 rounded at each end)."""
+
+    classes: dict[str, list[str]]  # many / medium / few -> class names
+    ranges: dict[str, tuple[int, int]]  # -> (fewest, most) training images
+
+
+def shot_classes(groups: list[Group]) -> Shots | None:
+    """The many / medium / few-shot split, or None when the training split is balanced."""
+    first = groups[0].records[0]["dataset"]
+    counts = first.get("train_class_counts")
+    if first.get("imbalance") is None or not counts:
+        return None
+    ranked = sorted(zip(first["class_names"], counts), key=lambda nc: -nc[1])
+    k = round(len(ranked) / 3)
+    parts = {"many": ranked[:k], "medium": ranked[k:len(ranked) - k], "few": ranked[len(ranked) - k:]}
+    return Shots({shot: [name for name, _ in m] for shot, m in parts.items()},
+                 {shot: (min(n for _, n in m), max(n for _, n in m)) for shot, m in parts.items() if m})
+
+
+def shot_accuracy(group: Group, classes: list[str]) -> list[float]:
+    """Per seed: mean test accuracy over `classes` (the test split is balanced)."""
+    return [sum(r["metrics"]["test"]["per_class"][c]["accuracy"] for c in classes) / len(classes) for r in group.records]
+
+
+def shots_table(groups: list[Group], shots: Shots) -> pd.DataFrame:
+    baselines = {(g.model, g.settings): g for g in groups if g.is_baseline}
+    rows = []
+    for g in sorted(groups, key=lambda g: (g.model, -g.summary("accuracy").mean)):
+        row = {"model": g.model, "loss": g.loss}
+        for shot in ("many", "medium", "few"):
+            row[f"{shot}-shot acc %"] = fmt(summarize(shot_accuracy(g, shots.classes[shot])), 100)
+        base = baselines.get((g.model, g.settings))
+        if base is not None and base is not g:
+            few = shots.classes["few"]
+            test = compare_by_seed(dict(zip(g.seeds, shot_accuracy(g, few))), dict(zip(base.seeds, shot_accuracy(base, few))))
+            row["few-shot Δ vs ce (pp)"] = f"{test.mean_diff * 100:+.2f}"
+        else:
+            row["few-shot Δ vs ce (pp)"] = ""
+        row["macro-F1"] = fmt(g.summary("macro_f1"), 1, 4)
+        row["ECE"] = fmt(g.summary("ece"), 1, 4)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def shots_heading(shots: Shots) -> str:
+    ranges = ", ".join(f"{shot} {len(shots.classes[shot])} classes with {lo:,}–{hi:,} training images"
+                       for shot, (lo, hi) in shots.ranges.items())
+    return ("## Long tail: test accuracy by training-class frequency (%, mean ± std over seeds)\n\n"
+            f"Classes split in thirds by training count: {ranges}. The test split is balanced.")
 
 
 def incomplete_table(records: list[dict], dataset: str) -> pd.DataFrame:
@@ -252,13 +313,15 @@ def plots(groups: list[Group], out: Path, name: str) -> dict[str, str]:
     fig.savefig(out / files["heatmap"], dpi=110, bbox_inches="tight")
     plt.close(fig)
 
-    curves = pd.DataFrame([
-        {"model": g.model, "loss": g.loss, "epoch": h["epoch"], "val acc %": 100 * h["val_acc"]}
+    curves = pd.DataFrame([  # val macro-F1 joined the history later: older records show accuracy only
+        {"model": g.model, "loss": g.loss, "epoch": h["epoch"], "metric": metric, "%": 100 * h[key]}
         for g in groups for r in g.records for h in r["history"]
+        for metric, key in (("val accuracy", "val_acc"), ("val macro-F1", "val_macro_f1")) if key in h
     ])
-    facet = sns.relplot(data=curves, x="epoch", y="val acc %", hue="loss", col="model", kind="line",
-                        col_wrap=min(4, curves["model"].nunique()), height=2.6, errorbar=("ci", 95))
-    facet.figure.suptitle(f"{name}: validation accuracy by epoch (mean, 95% band over seeds)", y=1.03)
+    facet = sns.relplot(data=curves, x="epoch", y="%", hue="loss", col="model", row="metric", kind="line",
+                        height=2.6, errorbar=("ci", 95), facet_kws={"sharey": False})
+    facet.set_titles("{col_name}: {row_name}")
+    facet.figure.suptitle(f"{name}: validation accuracy and macro-F1 by epoch (mean, 95% band over seeds)", y=1.03)
     files["curves"] = f"{slug(name)}-curves.png"
     facet.figure.savefig(out / files["curves"], dpi=110, bbox_inches="tight")
     plt.close(facet.figure)
@@ -335,8 +398,11 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             written.append(path)
             continue
         comparisons = comparisons_vs_ce(groups)
+        shots = shot_classes(groups)
         tables = {"main": main_table(groups), "paired_vs_ce": paired_table(comparisons),
                   "per_class": per_class_table(groups), "incomplete": incomplete_table(records, dataset)}
+        if shots:
+            tables["shots"] = shots_table(groups, shots)
         base = out / f"leaderboard-{slug(dataset)}"
         if fmt_ == "csv":
             for key, df in tables.items():
@@ -362,9 +428,11 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             "",
             "## Answer: which loss, and how sure",
             "",
-            *answers(groups, comparisons),
+            *answers(groups, comparisons, shots),
             "",
         ]
+        if shots:
+            lines += [shots_heading(shots), "", markdown(tables["shots"]), ""]
         for heading, key in SECTIONS:
             lines += [heading, "", markdown(tables[key]), ""]
         for alt, key in FIGURES:

@@ -24,8 +24,8 @@ from bench.record import (
     write_history_csv, write_json_atomic,
 )
 from bench.report import QuietReporter
-from losses import build_loss, resolve_loss_params
-from models import BuiltModel, build_model, check_model
+from bench.losses import build_loss, get_loss, loss_sources, resolve_loss_params
+from bench.models import BuiltModel, build_model, check_model, plugin_sources
 
 
 class RunStopped(Exception):
@@ -76,16 +76,23 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...], device: torch.dev
     return counter.get_total_flops() // 2
 
 
-def check_outputs_are_logits(model: nn.Module, data: DataSplits, name: str, device: torch.device) -> None:
+def check_outputs_are_logits(model: nn.Module, data: DataSplits, name: str, device: torch.device,
+                             allow_prob_outputs: bool = False) -> None:
     """Refuse a model whose outputs are probabilities: every loss applies its own softmax, and a
     softmax inside the model too (the double-softmax bug) saturates the gradients."""
     batch = TensorBatches(data.train.subset(torch.arange(min(64, len(data.train)))), 64, data.mean, data.std, device)
     x, _ = next(batch.epoch(0))
     with torch.no_grad():
         was_training = model.training
-        out = model.eval()(x).float()
+        out = model.eval()(x)
         model.train(was_training)
-    if (out >= 0).all() and torch.allclose(out.sum(1), torch.ones(len(out), device=device), atol=1e-3):
+    expected = [len(x), len(data.class_names)]
+    if not isinstance(out, torch.Tensor) or list(out.shape) != expected:
+        got = list(out.shape) if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+        raise UsageError(f"model {name} returns {got} for a batch of {len(x)} images of shape "
+                         f"{tuple(data.input_shape)}; expected logits {expected} (one per class)")
+    out = out.float()
+    if not allow_prob_outputs and (out >= 0).all() and torch.allclose(out.sum(1), torch.ones(len(out), device=device), atol=1e-3):
         raise UsageError(
             f"model {name} outputs probabilities (non-negative, rows sum to 1), but losses take raw "
             "logits and apply their own softmax (a double softmax); return logits, or pass "
@@ -173,10 +180,12 @@ class Setup:
         torch.manual_seed(config.seed)
         try:
             built = build_model(config.model, data.input_shape, len(data.class_names), config.stem,
-                                config.pretrained, config.weights)
+                                config.pretrained, config.weights, config.base_dir)
         except ValueError as exc:
             raise UsageError(f"model {config.model} cannot take {data.input_shape} inputs: {exc}") from None
-        return built.module.to(self.runtime.device, memory_format=built.memory_format), built
+        module = built.module.to(self.runtime.device)
+        materialize_lazy(module, data.input_shape, self.runtime.device)
+        return module.to(memory_format=built.memory_format), built
 
     def batches(self, split: str, batch_size: int, channels_last: bool) -> TensorBatches:
         """Tensor batches of a split; the training split is shuffled and augmented per seed."""
@@ -188,13 +197,51 @@ class Setup:
         )
 
 
+def materialize_lazy(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> None:
+    """Lazy modules (nn.LazyLinear, ...) get their shapes from one forward on a batch of the
+    dataset's shape, before parameters are counted and the optimizer is built."""
+    if any(isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params() for m in model.modules()):
+        was_training = model.training
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, *input_shape, device=device))
+        model.train(was_training)
+
+
+def check_loss(criterion: nn.Module, name: str, num_classes: int, device: torch.device) -> None:
+    """Every loss, built-in or a user's, must map logits [N, C] and targets [N] to a scalar that
+    depends on the logits."""
+    generator = torch.Generator().manual_seed(0)  # the run's own random streams stay untouched
+    logits = torch.randn(4, num_classes, generator=generator).to(device).requires_grad_(True)
+    targets = torch.arange(4, device=device) % num_classes
+    state = {k: v.clone() for k, v in criterion.state_dict().items()}
+    try:
+        out = criterion(logits, targets)
+    except Exception as exc:
+        raise UsageError(f"loss {name!r} failed on logits [4, {num_classes}] and targets [4]: "
+                         f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 0:
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UsageError(f"loss {name!r} returned {shape} for a batch of 4; a loss returns a scalar (reduce over the batch)")
+    if not out.requires_grad:
+        raise UsageError(f"loss {name!r} returned a value that does not depend on the logits (no gradient)")
+    criterion.load_state_dict(state)  # a stateful loss (ghm-c) forgets this probe
+
+
 def prepare(config: RunConfig) -> Setup:
     runtime = resolve_runtime(config.device, config.precision)
-    check_model(config.model)
+    check_model(config.model, config.base_dir)
+    get_loss(config.loss, config.base_dir)
     data = prepare_splits(config)
-    loss_params = resolve_loss_params(config.loss, config.loss_params, len(data.class_names))
-    criterion = build_loss(config.loss, loss_params, data.class_counts()).to(runtime.device)
+    loss_params = resolve_loss_params(config.loss, config.loss_params, len(data.class_names), config.base_dir)
+    criterion = build_loss(config.loss, loss_params, data.class_counts(), config.base_dir).to(runtime.device)
+    check_loss(criterion, config.loss, len(data.class_names), runtime.device)
     return Setup(config, runtime, data, loss_params, criterion)
+
+
+def sources(config: RunConfig) -> dict:
+    """`sources` of a record whose model or loss is a user's file or module (ref, path, sha256)."""
+    found = {"model": plugin_sources(config.model, config.base_dir), "loss": loss_sources(config.loss, config.base_dir)}
+    return {k: v for k, v in found.items() if v}
 
 
 def run(
@@ -213,8 +260,7 @@ def run(
     setup = prepare(config)
     runtime, data, loss_params = setup.runtime, setup.data, setup.loss_params
     model, built = setup.make_model()
-    if not config.allow_prob_outputs:
-        check_outputs_are_logits(model, data, config.model, runtime.device)
+    check_outputs_are_logits(model, data, config.model, runtime.device, config.allow_prob_outputs)
 
     config_hash = config.config_hash()
     folder, completed = find_resumable(out_dir, config_hash) if resume else (None, None)
@@ -256,6 +302,7 @@ def run(
         "timing": {"setup_seconds": time.perf_counter() - setup_start},
         "resumed_from": None if checkpoint is None else {"epoch": checkpoint["epoch"], "step": checkpoint["step"]},
         "env": environment(runtime.device),
+        **({"sources": found} if (found := sources(config)) else {}),
         **(extra or {}),
     }
     batch_size = checkpoint["batch_size"] if checkpoint is not None else config.batch_size

@@ -20,7 +20,7 @@ from bench.config import LR_RANGES, RunConfig
 from bench.errors import UsageError
 from bench.report import QuietReporter
 from bench.train import RunStopped, run
-from losses import LOSSES
+from bench.losses import get_loss
 
 WEIGHT_DECAY_RANGE = (1e-5, 1e-2)
 # A worker beats every HEARTBEAT_SECONDS; one silent for three beats is taken for dead.
@@ -29,10 +29,10 @@ OBJECTIVES = {"val_acc": ("val_acc", "maximize"), "val_nll": ("val_nll", "minimi
 TRIALS_DIR = "trials"  # tuning runs' folders, under the study's output folder
 
 
-def tunable_params(loss: str, fixed=()) -> dict:
+def tunable_params(loss: str, fixed=(), base_dir: str | None = None) -> dict:
     """The loss hyperparameters the tuner searches: those with a numeric tuning range that are
     not `fixed` (given by the user). Per-class and word-valued ones are never tuned."""
-    return {k: hp for k, hp in LOSSES.get(loss).params.items()
+    return {k: hp for k, hp in get_loss(loss, base_dir).params.items()
             if hp.tune is not None and hp.numeric and not hp.per_class and k not in fixed}
 
 
@@ -117,10 +117,10 @@ class SearchSpace:
     def of(cls, config: RunConfig, lr_fixed: bool, lr_range=None, weight_decay: bool = False) -> "SearchSpace":
         """Everything the user left open: lr unless given, loss hyperparameters not in config.loss_params."""
         lr = None if lr_fixed else (lr_range or LR_RANGES[config.optimizer])
-        return cls(lr, tuple(tunable_params(config.loss, fixed=config.loss_params)), weight_decay)
+        return cls(lr, tuple(tunable_params(config.loss, config.loss_params, config.base_dir)), weight_decay)
 
     def suggest(self, trial, config: RunConfig) -> RunConfig:
-        hps = LOSSES.get(config.loss).params
+        hps = get_loss(config.loss, config.base_dir).params
         lr = trial.suggest_float("lr", *self.lr, log=True) if self.lr else config.lr
         params = {k: trial.suggest_float(k, *hps[k].tune, log=hps[k].log) for k in self.loss_params}
         wd = trial.suggest_float("weight_decay", *WEIGHT_DECAY_RANGE, log=True) if self.weight_decay else config.weight_decay

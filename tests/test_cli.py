@@ -63,7 +63,7 @@ def test_missing_dataset_without_network_says_how_to_provide_it(cli, monkeypatch
 
 
 def test_listings_come_from_the_registries(cli, monkeypatch):
-    from losses import LOSSES
+    from bench.losses import LOSSES
 
     monkeypatch.setenv("COLUMNS", "80")  # a narrow terminal: nothing may be cut to an ellipsis
     code, out, _ = cli("losses")

@@ -153,3 +153,26 @@ def test_published_leaderboards_are_what_their_committed_records_say(published, 
         assert (published.parent / png).exists(), png
     [remade] = write_leaderboards([runs], tmp_path, command="bench leaderboard")
     assert markdown_tables(remade.read_text()) == tables
+
+
+def test_long_tail_board_reports_many_medium_few_shot_accuracy(tmp_path):
+    runs = tmp_path / "runs"
+    classes = [f"c{i}" for i in range(6)]
+    counts = [500, 300, 150, 80, 20, 5]
+    for seed in range(3):
+        for loss, few_acc in (("ce", 0.10), ("logit-adjust", 0.40)):
+            r = fake_record("cnn", loss, {}, seed, 0.6 + 0.01 * seed + (0.05 if loss != "ce" else 0), dataset="toy-lt100")
+            r["dataset"] = {"name": "toy-lt100", "class_names": classes, "imbalance": 100.0, "train_class_counts": counts}
+            per_class = {c: {"accuracy": 0.9 if i < 2 else 0.6 if i < 4 else few_acc + 0.01 * seed} for i, c in enumerate(classes)}
+            r["metrics"]["test"]["per_class"] = per_class
+            r["metrics"]["test"]["confusion_matrix"] = [[1 if i == j else 0 for j in range(6)] for i in range(6)]
+            write_json_atomic(runs / f"{loss}-{seed}" / "record.json", r)
+    [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
+    text = path.read_text()
+    assert "many 2 classes with 300–500 training images, medium 2 classes with 80–150" in text
+    assert "few 2 classes with 5–20 training images" in text
+    shots = [t for t in markdown_tables(text) if "few-shot acc %" in t[0]][0]
+    row = [cells(r) for r in shots[2:] if cells(r)[1] == "logit-adjust"][0]
+    assert row[2].startswith("90.00") and row[3].startswith("60.00") and row[4].startswith("41.00")
+    assert row[5] == "+30.00"
+    assert "few-shot accuracy +30.00 pp vs ce" in text

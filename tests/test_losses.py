@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
 from bench.errors import UsageError
-from losses import LOSSES, build_loss, resolve_loss_params
+from bench.losses import LOSSES, build_loss, resolve_loss_params
 
 C = 5
 COUNTS = (50, 30, 10, 5, 5)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models import MODELS, build_model
+from bench.models import MODELS, build_model
 
 
 @pytest.mark.parametrize("name", MODELS.names())

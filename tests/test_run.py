@@ -12,8 +12,8 @@ import torch
 import bench.train
 from bench.config import RunConfig
 from bench.train import run
-from losses import LOSSES
-from models import MODELS, ModelSpec
+from bench.losses import LOSSES
+from bench.models import MODELS, ModelSpec
 
 RECORD_KEYS = {"schema_version", "run_id", "status", "config", "dataset", "model", "history", "metrics", "timing", "env"}
 TEST_KEYS = {"loss", "accuracy", "macro_f1", "nll", "ece", "per_class", "confusion_matrix"}
@@ -56,6 +56,9 @@ class Spy(torch.nn.Module):
         self.criterion, self.log = criterion, log
 
     def forward(self, logits, targets):
+        if "probed" not in self.log:  # the first call is bench's check of the loss, on random logits
+            self.log["probed"] = tuple(logits.shape)
+            return self.criterion(logits, targets)
         self.log["targets"].append(targets.clone())
         self.log.setdefault("first_logits", logits.detach().clone())
         return self.criterion(logits, targets)
@@ -66,13 +69,14 @@ def test_same_seed_gives_same_init_and_batches_for_every_loss(tmp_path, monkeypa
     real_build = bench.train.build_loss
     monkeypatch.setattr(
         bench.train, "build_loss",
-        lambda name, params, counts: Spy(real_build(name, params, counts), seen.setdefault(name, {"targets": []})),
+        lambda name, *args: Spy(real_build(name, *args), seen.setdefault(name, {"targets": []})),
     )
     for loss in ("ce", "focal", "l1"):
         config = RunConfig(model="cnn-tiny", loss=loss, dataset="cifar10-sample", epochs=2,
                            limit_train=600, limit_test=100)
         run(config, tmp_path)
     ce, focal, l1 = seen["ce"], seen["focal"], seen["l1"]
+    assert ce["probed"] == (4, 10)
     assert len(ce["targets"]) == len(focal["targets"]) == len(l1["targets"]) > 8
     for a, b, c in zip(ce["targets"], focal["targets"], l1["targets"]):
         assert torch.equal(a, b) and torch.equal(a, c)

@@ -200,3 +200,14 @@ def test_tune_keeps_given_loss_hyperparameters_fixed(cli, tmp_path):
     best = json.loads((out / "cifar10-sample-cnn-tiny-ce.best.json").read_text())
     assert best["loss_params"]["label_smoothing"] == 0.0
     assert all("test" not in r["metrics"] for r in records(out / "trials"))
+
+
+def test_local_workers_get_one_gpu_each_on_a_multi_gpu_machine(monkeypatch):
+    import torch
+
+    from bench.cli import worker_env
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [worker_env(i)["CUDA_VISIBLE_DEVICES"] for i in range(6)] == ["0", "1", "2", "3", "0", "1"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert worker_env(3).get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")

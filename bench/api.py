@@ -1,0 +1,149 @@
+"""The Python API: what the `bench` command does, callable from a notebook or a script.
+
+```python
+import bench
+record = bench.run(model="cnn-tiny", loss="focal", dataset="cifar10-sample", epochs=2, gamma=1.0)
+df = bench.load_runs("runs")              # one row per record
+bench.grid("experiment.toml")             # a whole experiment file, [tune] included
+bench.leaderboard(["runs"], out="boards")
+```
+Bad input raises `bench.UsageError` with the same one-line message the command prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+
+from bench.config import RunConfig
+from bench.errors import UsageError
+
+RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)} - {"model", "loss", "dataset", "loss_params", "base_dir"}
+
+
+def _config(model: str, loss: str, dataset: str, loss_params: dict | None, options: dict) -> RunConfig:
+    """RunConfig from keyword options; keywords that are not run settings are loss hyperparameters."""
+    from bench.losses import get_loss
+
+    params = dict(loss_params or {})
+    params.update({k: v for k, v in options.items() if k not in RUN_FIELDS})
+    settings = {k: v for k, v in options.items() if k in RUN_FIELDS}
+    if isinstance(settings.get("classes"), (list, str)):
+        classes = settings["classes"]
+        settings["classes"] = tuple(classes.split(",") if isinstance(classes, str) else classes)
+    declared = get_loss(loss).params
+    unknown = sorted(k for k in params if declared and k not in declared)
+    if unknown:
+        raise UsageError(f"{', '.join(unknown)}: neither a run setting ({', '.join(sorted(RUN_FIELDS))}) "
+                         f"nor a hyperparameter of loss {loss!r} ({', '.join(declared)})")
+    return RunConfig(model=model, loss=loss, dataset=dataset, loss_params=params, **settings)
+
+
+def run(model: str, loss: str, dataset: str, out: str | Path = "runs", quiet: bool = True, resume: bool = False,
+        loss_params: dict | None = None, **options) -> dict:
+    """Train and test one configuration; returns its run record (also written under `out`).
+
+    `options` are `bench run` settings by their RunConfig names (epochs=3, data_root=..., lr=0.1,
+    limit_train=1000, label_noise=0.4, ...) and the loss's hyperparameters (gamma=2.0, ...).
+    """
+    from bench.report import make_reporter
+    from bench.train import run as run_one
+
+    record, _ = run_one(_config(model, loss, dataset, loss_params, options), Path(out), make_reporter(quiet),
+                        command="bench.run(...)", resume=resume)
+    return record
+
+
+def tune(model: str, loss: str, dataset: str, trials: int = 20, out: str | Path = "runs", storage: str | None = None,
+         objective: str = "val_acc", pruner: str = "hyperband", loss_params: dict | None = None, **options) -> dict:
+    """Add `trials` trials to the study of this configuration (on val); returns the best
+    parameters (the content of `<out>/<study>.best.json`). Loss hyperparameters given here stay
+    fixed; an `lr` given here is fixed too."""
+    from bench.tune import tune as tune_study
+
+    if trials < 1:
+        raise UsageError(f"trials must be at least 1, got {trials}")
+    config = _config(model, loss, dataset, loss_params, options)
+    _, best_path = tune_study(config, trials, Path(out), storage, None, objective, pruner,
+                              lr_fixed="lr" in options, log=lambda *_: None)
+    return json.loads(best_path.read_text())
+
+
+def grid(experiment: str | Path, out: str | Path | None = None, storage: str | None = None,
+         quiet: bool = True) -> dict[str, int]:
+    """Every run of an experiment file (both stages of a [tune] study); finished runs are skipped.
+    Returns how many runs ended in each status ('skipped' for those already completed)."""
+    from bench.experiment import load_experiment
+    from bench.report import make_reporter
+
+    path = Path(experiment)
+    folder = Path(out) if out is not None else path.parent / "runs"
+    tally = run_experiment(load_experiment(path), folder, storage, lambda: make_reporter(quiet),
+                           (lambda *_: None) if quiet else print)
+    return dict(tally)
+
+
+def run_experiment(experiment, out: Path, storage: str | None, make_reporter, log=print) -> Counter:
+    """One worker's share of an experiment: the tuned study when it has [tune], else its grid
+    (shared through `storage` when given)."""
+    from bench.grid import run_grid, run_grid_shared
+
+    if experiment.tune:
+        from bench.study import run_study
+
+        return run_study(experiment, out, storage, make_reporter, log)
+    if storage:
+        return run_grid_shared(experiment.configs, out, storage, make_reporter, log)
+    return run_grid(experiment.configs, out, make_reporter, log)
+
+
+def leaderboard(paths, out: str | Path = "leaderboards", format: str = "markdown") -> list[Path]:
+    """Leaderboards from the records under `paths` (folders, searched recursively, or files)."""
+    from bench.leaderboard import write_leaderboards
+
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such results folder or record: {', '.join(missing)}")
+    return write_leaderboards(paths, Path(out), format, "bench.leaderboard(...)")
+
+
+def load_runs(path: str | Path = "runs"):
+    """Every run record under `path` as a pandas DataFrame, one row per record.
+
+    Columns: run_id, status, role ('eval', or 'tuning' for a tuning trial), model, loss,
+    loss_params (JSON), dataset, seed, epochs, lr, tuned (the tuned values, JSON, for eval runs of
+    a study), test_accuracy, test_macro_f1, test_nll, test_ece (NaN without test metrics),
+    train_seconds, path (the record) and history_csv.
+    """
+    import pandas as pd
+
+    from bench.record import HISTORY_NAME, RECORD_NAME, load_record
+
+    root = Path(path)
+    if not root.exists():
+        raise UsageError(f"no such results folder or record: {root}")
+    loaded = []
+    for file in [root] if root.is_file() else sorted(root.rglob(RECORD_NAME)):
+        try:
+            loaded.append((load_record(file), file))
+        except (OSError, ValueError):
+            continue  # a torn or foreign file: not a run
+    rows = []
+    for r, file in loaded:
+        config, test = r["config"], r.get("metrics", {}).get("test", {})
+        rows.append({
+            "run_id": r["run_id"], "status": r["status"], "role": "tuning" if "trial" in r else "eval",
+            "model": config["model"], "loss": config["loss"],
+            "loss_params": json.dumps(config.get("loss_params", {}), sort_keys=True),
+            "dataset": r.get("dataset", {}).get("name", config.get("dataset")), "seed": config["seed"],
+            "epochs": config.get("epochs"), "lr": config.get("lr"),
+            "tuned": json.dumps(r["tuning"]["params"], sort_keys=True) if r.get("tuning") else None,
+            **{f"test_{m}": test.get(m, float("nan")) for m in ("accuracy", "macro_f1", "nll", "ece")},
+            "train_seconds": r.get("timing", {}).get("train_seconds"),
+            "path": str(file),
+            "history_csv": str(file.parent / HISTORY_NAME) if (file.parent / HISTORY_NAME).exists() else None,
+        })
+    return pd.DataFrame(rows)
