@@ -330,6 +330,7 @@ def run(
         raise
     except RunStopped as exc:
         record.update(status=exc.status, reason=str(exc))
+        checkpoint_path.unlink(missing_ok=True)  # stopped for good (pruned): nothing will resume it
         raise
     except Exception as exc:
         record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")

@@ -95,6 +95,7 @@ def test_study_tunes_each_cell_then_runs_the_best_over_the_eval_seeds(cli, tmp_p
     trials = records(runs / "tuning" / "trials")
     assert len(trials) == 9 and all("test" not in r["metrics"] and r["trial"]["study"] for r in trials)
     assert all(r["config"]["seed"] == 100 for r in trials)
+    assert not list(runs.rglob("checkpoint.pt"))  # completed and pruned runs keep no weights
     journal = str(runs / "tuning" / "tuning.journal")
     assert set(trial_counts(journal).values()) == {3}
 
