@@ -61,7 +61,7 @@ def tune(model: str, loss: str, dataset: str, trials: int = 20, out: str | Path 
     """Add `trials` trials to the study of this configuration (on val); returns the best
     parameters (the content of `<out>/<study>.best.json`). Loss hyperparameters given here stay
     fixed; an `lr` given here is fixed too."""
-    from bench.tune import tune as tune_study
+    from bench.tuning import tune as tune_study
 
     if trials < 1:
         raise UsageError(f"trials must be at least 1, got {trials}")
@@ -88,7 +88,7 @@ def grid(experiment: str | Path, out: str | Path | None = None, storage: str | N
 def run_experiment(experiment, out: Path, storage: str | None, make_reporter, log=print) -> Counter:
     """One worker's share of an experiment: the tuned study when it has [tune], else its grid
     (shared through `storage` when given)."""
-    from bench.grid import run_grid, run_grid_shared
+    from bench.grids import run_grid, run_grid_shared
 
     if experiment.tune:
         from bench.study import run_study
@@ -101,7 +101,7 @@ def run_experiment(experiment, out: Path, storage: str | None, make_reporter, lo
 
 def leaderboard(paths, out: str | Path = "leaderboards", format: str = "markdown") -> list[Path]:
     """Leaderboards from the records under `paths` (folders, searched recursively, or files)."""
-    from bench.leaderboard import write_leaderboards
+    from bench.leaderboards import write_leaderboards
 
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     missing = [str(p) for p in paths if not p.exists()]

@@ -116,7 +116,7 @@ def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
 def command_run(args: argparse.Namespace, argv: list[str]) -> int:
     overrides = {}
     if args.params:
-        from bench.tune import load_params
+        from bench.tuning import load_params
 
         tuned = load_params(Path(args.params), args.loss)
         clash = [f for f, key in (("--lr", "lr"), ("--weight-decay", "weight_decay")) if key in tuned and f in argv]
@@ -138,7 +138,7 @@ def command_run(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def command_tune(args: argparse.Namespace, argv: list[str]) -> int:
-    from bench.tune import tune
+    from bench.tuning import tune
 
     if args.trials < 1:
         raise UsageError(f"--trials must be at least 1, got {args.trials}")
@@ -250,7 +250,7 @@ def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
         )
     runs = len(experiment.cells) * len(experiment.seeds)
     if args.workers > 1:  # N worker processes sharing one storage
-        from bench.tune import open_storage
+        from bench.tuning import open_storage
 
         out.mkdir(parents=True, exist_ok=True)
         open_storage(storage)  # create the schema once, before the workers race for it
@@ -275,7 +275,7 @@ def worker_env(index: int) -> dict:
 
 
 def command_leaderboard(args: argparse.Namespace, argv: list[str]) -> int:
-    from bench.leaderboard import write_leaderboards
+    from bench.leaderboards import write_leaderboards
 
     paths = [Path(p) for p in args.results]
     missing = [str(p) for p in paths if not p.exists()]

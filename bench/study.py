@@ -25,8 +25,8 @@ from pathlib import Path
 
 from bench.errors import UsageError
 from bench.experiment import Cell, Experiment, TuneSpec
-from bench.grid import run_grid, run_grid_shared
-from bench.tune import HEARTBEAT_SECONDS, OBJECTIVES, SearchSpace, make_pruner, open_storage, trial_objective
+from bench.grids import run_grid, run_grid_shared
+from bench.tuning import HEARTBEAT_SECONDS, OBJECTIVES, SearchSpace, make_pruner, open_storage, trial_objective
 
 TUNING_DIR = "tuning"  # under the grid's output folder: the journal and the tuning runs
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.leaderboard import write_leaderboards
+from bench.leaderboards import write_leaderboards
 from bench.record import write_json_atomic
 
 CLASSES = ["cat", "dog", "emu"]

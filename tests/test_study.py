@@ -212,3 +212,21 @@ def test_local_workers_get_one_gpu_each_on_a_multi_gpu_machine(monkeypatch):
     assert [worker_env(i)["CUDA_VISIBLE_DEVICES"] for i in range(6)] == ["0", "1", "2", "3", "0", "1"]
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert worker_env(3).get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_python_api_tunes_runs_a_study_and_draws_its_board(tmp_path):
+    import bench
+
+    best = bench.tune(model="cnn-tiny", loss="focal", dataset="cifar10-sample", trials=2, out=tmp_path / "tune",
+                      epochs=1, limit_train=300, limit_test=50, gamma=2.0)
+    assert best["loss_params"]["gamma"] == 2.0 and 1e-3 <= best["lr"] <= 0.5  # given gamma fixed, lr tuned
+    tally = bench.grid(write(tmp_path, STUDY.replace("trials = 3", "trials = 1")))
+    assert tally == {"completed": 6}
+    assert bench.grid(tmp_path / "experiment.toml") == {"skipped": 6}
+    df = bench.load_runs(tmp_path / "runs")
+    assert (df.role == "eval").sum() == 6 and (df.role == "tuning").sum() == 3
+    assert df[df.role == "tuning"].test_accuracy.isna().all() and df[df.role == "eval"].tuned.notna().all()
+    [board] = bench.leaderboard(tmp_path / "runs", out=tmp_path / "board")
+    assert "## Answer: which loss, and how sure" in board.read_text()
+    with pytest.raises(bench.UsageError, match="trials must be at least 1"):
+        bench.tune(model="cnn-tiny", loss="ce", dataset="cifar10-sample", trials=0)

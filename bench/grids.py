@@ -66,7 +66,7 @@ def run_grid_shared(
     """
     import optuna
 
-    from bench.tune import HEARTBEAT_SECONDS, open_storage
+    from bench.tuning import HEARTBEAT_SECONDS, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
