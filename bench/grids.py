@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.checkpoint import Interrupted
 from bench.config import RunConfig
 from bench.errors import OutOfMemory, UsageError
-from bench.train import find_resumable, run
+from bench.train import find_resumable, run, run_identity
 
 
 def run_grid(configs: list[RunConfig], out_dir: Path, make_reporter, log=print, extras: list[dict] | None = None) -> Counter:
@@ -29,7 +29,7 @@ def run_grid(configs: list[RunConfig], out_dir: Path, make_reporter, log=print, 
 
 def run_point(config: RunConfig, out_dir: Path, make_reporter, label: str, log, extra: dict | None = None) -> str:
     """Run one grid point (resuming it if it was interrupted); returns how it ended."""
-    _, done = find_resumable(out_dir, config.config_hash())
+    _, done = find_resumable(out_dir, run_identity(config))
     if done is not None:
         log(f"{label}: already completed")
         return "skipped"
@@ -71,7 +71,7 @@ def run_grid_shared(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = open_storage(storage_url)
-    hashes = [c.config_hash() for c in configs]
+    hashes = [run_identity(c) for c in configs]
     name = "grid-" + hashlib.sha1(" ".join(hashes).encode()).hexdigest()[:12]
     try:
         study = optuna.create_study(study_name=name, storage=storage)

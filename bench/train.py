@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import time
@@ -244,6 +245,16 @@ def sources(config: RunConfig) -> dict:
     return {k: v for k, v in found.items() if v}
 
 
+def run_identity(config: RunConfig) -> str:
+    """The run's identity for resume and grids: the config hash, and for a user's own model or loss
+    the sha256 of its code too, so an edited file makes a new run instead of resuming an old one."""
+    found = sources(config)
+    if not found:
+        return config.config_hash()
+    code = json.dumps({kind: source["sha256"] for kind, source in sorted(found.items())})
+    return hashlib.sha1((config.config_hash() + code).encode()).hexdigest()[:12]
+
+
 def run(
     config: RunConfig, out_dir: Path, reporter=None, command: str | None = None, resume: bool = False,
     test: bool = True, extra: dict | None = None,
@@ -262,7 +273,7 @@ def run(
     model, built = setup.make_model()
     check_outputs_are_logits(model, data, config.model, runtime.device, config.allow_prob_outputs)
 
-    config_hash = config.config_hash()
+    config_hash = run_identity(config)
     folder, completed = find_resumable(out_dir, config_hash) if resume else (None, None)
     if completed is not None:
         return completed, folder / RECORD_NAME

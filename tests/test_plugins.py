@@ -206,3 +206,14 @@ def test_bench_command_and_import_work_beside_own_models_and_losses_packages(pro
     assert done.returncode == 0 and "focal" in done.stdout, done.stderr
     done = subprocess.run(["bench", "models"], cwd=project, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "cnn-tiny" in done.stdout, done.stderr
+
+
+def test_an_edited_plugin_file_is_a_new_run_not_a_resumed_one(project):
+    args = ["run", "--model", "mynets.py:linear", "--loss", "ce", *RUN, "--out", "runs", "--resume"]
+    assert bench_cli(project, *args).returncode == 0
+    assert bench_cli(project, *args).returncode == 0  # unchanged code: the completed run is found again
+    assert len(records(project / "runs")) == 1
+    (project / "mynets.py").write_text(MODELS_PY + "\n# edited\n")
+    assert bench_cli(project, *args).returncode == 0
+    runs = records(project / "runs")
+    assert len(runs) == 2 and len({r["sources"]["model"]["sha256"] for r in runs}) == 2
