@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.losses import LOSSES
 from bench.record import RECORD_NAME, load_record
 from bench.stats import Summary, compare_by_seed, holm, summarize
-from bench.losses import LOSSES
 
 METRICS = ("accuracy", "macro_f1", "nll", "ece")
 SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "limit_train", "limit_test",

@@ -19,14 +19,14 @@ from bench.config import RunConfig
 from bench.datasets import DataSplits, prepare_splits
 from bench.errors import OutOfMemory, UsageError
 from bench.loader import TensorBatches
+from bench.losses import build_loss, get_loss, loss_sources, resolve_loss_params
 from bench.metrics import EvalAccumulator
+from bench.models import BuiltModel, build_model, check_model, plugin_sources
 from bench.record import (
     HISTORY_NAME, RECORD_NAME, RUN_INFO_NAME, SCHEMA_VERSION, environment, find_resumable, new_run_id, utc_now,
     write_history_csv, write_json_atomic,
 )
 from bench.report import QuietReporter
-from bench.losses import build_loss, get_loss, loss_sources, resolve_loss_params
-from bench.models import BuiltModel, build_model, check_model, plugin_sources
 
 
 class RunStopped(Exception):

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from bench.config import LR_RANGES, RunConfig
 from bench.errors import UsageError
+from bench.losses import get_loss
 from bench.report import QuietReporter
 from bench.train import RunStopped, run
-from bench.losses import get_loss
 
 WEIGHT_DECAY_RANGE = (1e-5, 1e-2)
 # A worker beats every HEARTBEAT_SECONDS; one silent for three beats is taken for dead.

@@ -11,9 +11,9 @@ import torch
 
 import bench.train
 from bench.config import RunConfig
-from bench.train import run
 from bench.losses import LOSSES
 from bench.models import MODELS, ModelSpec
+from bench.train import run
 
 RECORD_KEYS = {"schema_version", "run_id", "status", "config", "dataset", "model", "history", "metrics", "timing", "env"}
 TEST_KEYS = {"loss", "accuracy", "macro_f1", "nll", "ece", "per_class", "confusion_matrix"}

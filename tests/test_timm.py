@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from bench.config import RunConfig
-from bench.train import run
 from bench.models import MODELS, ModelSpec, build_model
+from bench.train import run
 
 TIMM_MODELS = ["resnet18", "efficientnet_b0", "convnext_atto", "vit_tiny_patch16_224", "mobilenetv3_small_100"]
 

@@ -13,10 +13,9 @@ passed through unchecked and never tuned.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Sequence
-
-import sys
 
 from torch import nn
 
