@@ -80,10 +80,12 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log)
     if not space.lr and not space.loss_params:
         return info  # everything given: nothing to tune, the cell runs as written
     name = study_name(cell, spec)
-    study = optuna.create_study(
-        study_name=name, storage=storage, direction=OBJECTIVES[spec.objective][1],
-        pruner=make_pruner(spec.pruner, config.epochs), load_if_exists=True,
-    )
+    pruner = make_pruner(spec.pruner, config.epochs)
+    try:  # load first: a create call on an existing study still appends to a journal
+        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+    except KeyError:
+        study = optuna.create_study(study_name=name, storage=storage, direction=OBJECTIVES[spec.objective][1],
+                                    pruner=pruner, load_if_exists=True)
     if not shared:
         requeue_leftovers(study)
     objective = trial_objective(config, space, out, spec.objective, name, log)
