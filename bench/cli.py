@@ -91,12 +91,26 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         group.add_argument(
             "--" + name.replace("_", "-"), dest=f"hp_{name}", metavar=name.upper(), type=parse_hparam, help=hp.help
         )
+    group.add_argument("--loss-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="any loss hyperparameter by name, repeatable; a plug-in loss gets it as a keyword")
+
+
+def loss_params_of(args: argparse.Namespace) -> dict:
+    """The loss hyperparameters given: --<name> flags and --loss-arg KEY=VALUE pairs."""
+    params = {key[3:]: value for key, value in vars(args).items() if key.startswith("hp_") and value is not None}
+    for item in args.loss_arg:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier() or not value:
+            raise UsageError(f"--loss-arg takes KEY=VALUE (for example --loss-arg margin=0.5), got {item!r}")
+        if key in params:
+            raise UsageError(f"loss hyperparameter {key} is given twice; give it once")
+        params[key] = parse_hparam(value.strip())
+    return params
 
 
 def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
-    loss_params = {
-        key[3:]: value for key, value in vars(args).items() if key.startswith("hp_") and value is not None
-    }
+    loss_params = loss_params_of(args)
     check_model(args.model), get_loss(args.loss), get_dataset(args.dataset)  # name errors first
     fields = dict(
         model=args.model, loss=args.loss, dataset=args.dataset, loss_params=loss_params,
@@ -120,10 +134,10 @@ def command_run(args: argparse.Namespace, argv: list[str]) -> int:
 
         tuned = load_params(Path(args.params), args.loss)
         clash = [f for f, key in (("--lr", "lr"), ("--weight-decay", "weight_decay")) if key in tuned and f in argv]
-        clash += [f"--{k.replace('_', '-')}" for k in tuned.get("loss_params", {}) if getattr(args, f"hp_{k}", None) is not None]
+        given = loss_params_of(args)
+        clash += [f"--{k.replace('_', '-')}" for k in tuned.get("loss_params", {}) if k in given]
         if clash:
             raise UsageError(f"{', '.join(clash)} and --params both set the same value; give one of them")
-        given = {k[3:]: v for k, v in vars(args).items() if k.startswith("hp_") and v is not None}
         overrides = {k: v for k, v in tuned.items() if k != "loss_params"}
         overrides["loss_params"] = {**tuned.get("loss_params", {}), **given}
     config = config_from_args(args, **overrides)

@@ -283,7 +283,7 @@ def shots_heading(shots: Shots) -> str:
 def incomplete_table(records: list[dict], dataset: str) -> pd.DataFrame:
     rows = [
         {"run": r["run_id"], "model": r["config"]["model"],
-         "loss": loss_label(r["config"]["loss"], r["config"]["loss_params"]),
+         "loss": loss_label(r["config"]["loss"], r["config"]["loss_params"], tuned_keys(r), r["config"]["lr"]),
          "seed": r["config"]["seed"], "status": r["status"], "reason": r.get("reason", "")}
         for r in records if r["status"] != "completed" and r["dataset"]["name"] == dataset and is_eval_record(r)
     ]

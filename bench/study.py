@@ -26,7 +26,8 @@ from pathlib import Path
 from bench.errors import UsageError
 from bench.experiment import Cell, Experiment, TuneSpec
 from bench.grids import run_grid, run_grid_shared
-from bench.tuning import HEARTBEAT_SECONDS, OBJECTIVES, SearchSpace, make_pruner, open_storage, trial_objective
+from bench.tuning import (HEARTBEAT_SECONDS, OBJECTIVES, SearchSpace, make_pruner, make_sampler, open_storage,
+                          trial_objective)
 
 TUNING_DIR = "tuning"  # under the grid's output folder: the journal and the tuning runs
 
@@ -96,7 +97,7 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log)
         finished, running = len(_states(study, "COMPLETE", "PRUNED")), len(_states(study, "RUNNING"))
         if spec.trials - finished - running > 0:
             # seeded by position, so a resumed study does not replay its first random draws
-            study.sampler = optuna.samplers.TPESampler(seed=spec.seed + len(study.trials))
+            study.sampler = make_sampler(spec.seed + len(study.trials), spec.trials)
             study.optimize(objective, n_trials=spec.trials - finished - running, callbacks=[limit], catch=())
         elif running:
             time.sleep(HEARTBEAT_SECONDS)  # other workers' trials decide the best too: wait for them

@@ -132,6 +132,14 @@ class SearchSpace:
                        loss_params={**config.loss_params, **{k: params[k] for k in self.loss_params}})
 
 
+def make_sampler(seed: int, trials: int):
+    """TPE, seeded. Its random start-up is a third of the study's trials (at least 3, at most Optuna's
+    default 10): with the default, a study of 10 trials or fewer would be a plain random search."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, trials // 3)))
+
+
 def make_pruner(name: str, epochs: int):
     import optuna
 
@@ -187,9 +195,9 @@ def tune(
         raise UsageError(f"nothing to tune: lr and every tunable hyperparameter of {config.loss} are given")
     study = optuna.create_study(study_name=study_name, storage=open_storage(url),
                                 direction=OBJECTIVES[objective][1], pruner=make_pruner(pruner, config.epochs),
-                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=config.seed))
+                                load_if_exists=True)
     # reseed per invocation so that a resumed study does not replay its first random draws
-    study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
+    study.sampler = make_sampler(config.seed + len(study.trials), len(study.trials) + trials)
     study.optimize(trial_objective(config, space, out, objective, study_name, log), n_trials=trials, catch=())
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:

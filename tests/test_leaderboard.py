@@ -109,14 +109,18 @@ def test_tuned_rows_show_their_values_pair_with_tuned_ce_and_ignore_tuning_trial
     trial = fake_record("cnn", "focal", {"gamma": 3.0}, 100, 0.0, status="pruned")
     trial["trial"] = {"study": "tune-focal", "number": 3}
     write_json_atomic(runs / "tuning" / "trials" / "t3" / "record.json", trial)
+    diverged = tuned_record("focal", {"gamma": 1.4142}, 5, 0.0, 0.0311, ["gamma"])
+    diverged.update(status="diverged", reason="non-finite training loss at epoch 1, step 3", metrics={})
+    write_json_atomic(runs / "diverged" / "record.json", diverged)
     [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
     text = path.read_text()
-    main, paired, _per_class = markdown_tables(text)  # no incomplete runs: the pruned trial is not one
+    main, paired, _per_class, incomplete = markdown_tables(text)  # the pruned trial is no incomplete run
+    assert [cells(r)[2:5] for r in incomplete[2:]] == [["focal(gamma=1.41, lr 0.0311)", "5", "diverged"]]
     assert cells(main[2])[2] == "focal(gamma=1.41, lr 0.0311)" and cells(main[3])[2] == "ce(lr 0.0612)"
     assert len(main) == 4  # two rows: the tuning trial is no row
     [row] = paired[2:]
     assert cells(row)[:2] == ["cnn", "focal(gamma=1.41, lr 0.0311)"] and cells(row)[-1] == "yes"
-    assert "pruned" not in text
+    assert "pruned" not in text and "tune-focal" not in text
     assert "8 trials of 2 epochs, objective val_acc, pruner hyperband, tuning seed 100" in text
 
 

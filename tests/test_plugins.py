@@ -109,6 +109,23 @@ def test_own_class_builder_and_loss_function_train_through_the_cli(project):
     assert by_model["mynets.py:TinyNet"]["model"]["params"] == 3 * 8 * 9 + 8 + 8 * 16 * 10 + 10  # lazy head counted
 
 
+def test_loss_arg_passes_a_plugin_loss_its_keywords_on_the_command_line(project):
+    done = bench_cli(project, "run", "--model", "mynets.py:linear", "--loss", "mylosses.py:Tempered",
+                     "--loss-arg", "t=2", *RUN, "--out", "runs")
+    assert done.returncode == 0, done.stderr
+    [record] = records(project / "runs")
+    assert record["config"]["loss_params"] == {"t": 2.0} and record["status"] == "completed"
+    for extra, message in ((["--loss-arg", "t"], "--loss-arg takes KEY=VALUE"),
+                           (["--loss-arg", "t=2", "--loss-arg", "t=3"], "given twice"),
+                           (["--loss-arg", "u=1"], "cannot be built with {'u': 1.0}")):
+        bad = bench_cli(project, "run", "--model", "mynets.py:linear", "--loss", "mylosses.py:Tempered", *extra, *RUN,
+                        "--out", "bad")
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and message in bad.stderr, bad.stderr
+    bad = bench_cli(project, "run", "--model", "cnn-tiny", "--loss", "focal", "--gamma", "2", "--loss-arg", "gamma=1",
+                    *RUN, "--out", "bad")
+    assert bad.returncode == 2 and "gamma is given twice" in bad.stderr, bad.stderr
+
+
 @pytest.mark.parametrize("model, loss, message", [
     ("nowhere.py:Net", "ce", "no file nowhere.py"),
     ("mynets.py:Nope", "ce", "mynets.py has no 'Nope'"),

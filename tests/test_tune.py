@@ -71,3 +71,12 @@ def test_two_workers_share_one_journal_study_without_duplicates(tmp_path):
     numbers = [t.number for t in study.trials]
     assert len(numbers) == 6 and len(set(numbers)) == 6
     assert all(t.state.is_finished() for t in study.trials)
+
+
+@pytest.mark.parametrize("trials,startup", [(4, 3), (8, 3), (12, 4), (60, 10)])
+def test_small_studies_still_get_model_guided_trials(trials, startup):
+    """Optuna's default 10 random start-up trials would make a study of 8 a plain random search."""
+    from bench.tuning import make_sampler
+
+    study = optuna.create_study(sampler=make_sampler(0, trials))
+    assert study.sampler._n_startup_trials == startup
