@@ -26,8 +26,15 @@ from pathlib import Path
 from bench.errors import UsageError
 from bench.experiment import Cell, Experiment, TuneSpec
 from bench.grids import run_grid, run_grid_shared
-from bench.tuning import (HEARTBEAT_SECONDS, OBJECTIVES, SearchSpace, make_pruner, make_sampler, open_storage,
-                          trial_objective)
+from bench.tuning import (
+    HEARTBEAT_SECONDS,
+    OBJECTIVES,
+    SearchSpace,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    trial_objective,
+)
 
 TUNING_DIR = "tuning"  # under the grid's output folder: the journal and the tuning runs
 
@@ -58,12 +65,16 @@ def _states(study, *names: str) -> list:
 
 def requeue_leftovers(study) -> None:
     """Single worker on a journal: trials RUNNING at start belong to a killed earlier run of this
-    command. Fail them and re-queue their parameters, so their runs resume from checkpoints."""
+    command, and trials marked `interrupted` failed on its SIGINT / SIGTERM. Fail the former, and
+    re-queue the parameters of both, so their runs resume from their checkpoints."""
     import optuna
 
     retried = {t.user_attrs.get("retry_of") for t in study.trials}
-    for trial in _states(study, "RUNNING"):
+    leftovers = _states(study, "RUNNING")
+    for trial in leftovers:
         study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
+    leftovers += [t for t in _states(study, "FAIL") if t.user_attrs.get("interrupted")]
+    for trial in leftovers:
         if trial.number not in retried and trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 

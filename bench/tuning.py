@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bench.checkpoint import Interrupted
 from bench.config import LR_RANGES, RunConfig
 from bench.errors import UsageError
 from bench.losses import get_loss
@@ -165,6 +166,9 @@ def trial_objective(config: RunConfig, space: SearchSpace, out: Path, objective:
                             extra={"trial": {"study": study_name, "number": trial.number}})
         except RunStopped:
             raise optuna.TrialPruned()
+        except Interrupted:
+            trial.set_user_attr("interrupted", True)  # a journal study re-queues it (bench.study)
+            raise
         if record["status"] != "completed":
             raise optuna.TrialPruned()  # diverged: nothing to learn from its value
         value = record["history"][-1][key]

@@ -180,3 +180,34 @@ def test_long_tail_board_reports_many_medium_few_shot_accuracy(tmp_path):
     assert row[2].startswith("90.00") and row[3].startswith("60.00") and row[4].startswith("41.00")
     assert row[5] == "+30.00"
     assert "few-shot accuracy +30.00 pp vs ce" in text
+
+
+@pytest.mark.parametrize("published", PUBLISHED, ids=lambda p: p.parent.name)
+def test_published_records_agree_with_their_confusion_matrices(published):
+    """Each committed eval record's test metrics are what its own confusion matrix says; a board
+    made with [tune] names its data by a relative path and carries `tuning` in every eval record."""
+    import numpy as np
+    import tomllib
+
+    experiment = tomllib.loads((published.parent / "experiment.toml").read_text())
+    records = [json.loads(p.read_text()) for p in sorted((published.parent / "runs").glob("*/record.json"))]
+    assert records
+    for r in records:
+        if r["status"] != "completed":
+            continue
+        test = r["metrics"]["test"]
+        cm = np.array(test["confusion_matrix"])
+        assert cm.shape == (len(r["dataset"]["class_names"]),) * 2, r["run_id"]
+        assert cm.sum() == r["dataset"]["splits"]["test"], r["run_id"]
+        assert test["accuracy"] == pytest.approx(np.trace(cm) / cm.sum(), abs=1e-9), r["run_id"]
+        recall = np.diag(cm) / cm.sum(1)
+        precision = np.diag(cm) / np.maximum(cm.sum(0), 1)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+        for i, name in enumerate(r["dataset"]["class_names"]):
+            assert test["per_class"][name]["accuracy"] == pytest.approx(recall[i], abs=1e-9), (r["run_id"], name)
+            assert test["per_class"][name]["support"] == cm[i].sum()
+        assert test["macro_f1"] == pytest.approx(f1.mean(), abs=1e-6), r["run_id"]
+        if "tune" in experiment:
+            assert r["config"]["data_root"] == experiment["data_root"], r["run_id"]
+            assert not Path(r["config"]["data_root"]).is_absolute()
+            assert r["tuning"]["trials"] >= experiment["tune"]["trials"], r["run_id"]  # workers may add a few

@@ -50,17 +50,19 @@ def records(folder):
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*/record.json"))]
 
 
-def trial_counts(journal_or_url):
+def all_studies(journal_or_url):
     storage = journal_or_url
     if not journal_or_url.startswith(("sqlite", "postgresql")):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
         storage = JournalStorage(JournalFileBackend(journal_or_url))
+    return [optuna.load_study(study_name=s.study_name, storage=storage) for s in optuna.get_all_study_summaries(storage)]
+
+
+def trial_counts(journal_or_url):
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return {s.study_name: len([t for t in optuna.load_study(study_name=s.study_name, storage=storage).trials
-                               if t.state in finished])
-            for s in optuna.get_all_study_summaries(storage)}
+    return {s.study_name: len([t for t in s.trials if t.state in finished]) for s in all_studies(journal_or_url)}
 
 
 def check_final_state(runs):
@@ -171,6 +173,14 @@ def test_a_killed_study_resumes_to_the_same_state(tmp_path, stage, pattern, sig)
     assert rerun.returncode == 0, rerun.stderr
     check_final_state(runs)
     assert set(trial_counts(str(runs / "tuning" / "tuning.journal")).values()) == {3}
+    if stage == "tuning":  # the stopped trial ran again with its parameters, from its checkpoint
+        trials = [t for s in all_studies(str(runs / "tuning" / "tuning.journal")) for t in s.trials]
+        [stopped] = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+        assert stopped.user_attrs.get("interrupted", False) == (sig == signal.SIGINT)
+        [again] = [t for t in trials if t.user_attrs.get("retry_of") == stopped.number and t.params == stopped.params]
+        assert again.state != optuna.trial.TrialState.FAIL
+        trial_runs = list((runs / "tuning" / "trials").glob("*/record.json"))
+        assert len(trial_runs) == len([t for t in trials if t.state != optuna.trial.TrialState.FAIL])
 
 
 def test_two_workers_share_a_sqlite_study(tmp_path):
