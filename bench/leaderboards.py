@@ -97,6 +97,21 @@ class Group:
         return dict(zip(self.seeds, self.values(metric)))
 
 
+def superseded(records: list[dict]) -> list[dict]:
+    """Eval records whose cell was tuned further afterwards (its study, same budget, more trials)
+    and got other best values: the records of the study's longest tuning are the cell's rows."""
+    def study_of(r: dict) -> tuple | None:
+        study = r.get("tuning", {}).get("study")
+        return (r["dataset"]["name"], study) if study and is_eval_record(r) else None
+
+    latest: dict[tuple, dict] = {}
+    for r in records:
+        key = study_of(r)
+        if key and (key not in latest or r["tuning"]["trials"] > latest[key]["trials"]):
+            latest[key] = r["tuning"]
+    return [r for r in records if study_of(r) and r["tuning"]["params"] != latest[study_of(r)]["params"]]
+
+
 def group_records(records: list[dict]) -> dict[str, list[Group]]:
     """Completed eval records grouped per dataset (its variant included), then per configuration."""
     buckets: dict[tuple, list[dict]] = defaultdict(list)
@@ -389,6 +404,8 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
         raise UsageError(f"no run records found under {', '.join(map(str, paths))}; run 'bench run' or 'bench grid' first")
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    stale = superseded(records)
+    records = [r for r in records if id(r) not in {id(s) for s in stale}]
     grouped = group_records(records)
     for dataset in sorted({r["dataset"]["name"] for r in records}):
         groups = grouped.get(dataset)
@@ -435,6 +452,11 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             lines += [shots_heading(shots), "", markdown(tables["shots"]), ""]
         for heading, key in SECTIONS:
             lines += [heading, "", markdown(tables[key]), ""]
+        left_out = [r for r in stale if r["dataset"]["name"] == dataset]
+        if left_out:
+            lines += [f"Left out: {len(left_out)} eval runs of an earlier, shorter tuning of the same cell "
+                      f"({', '.join(sorted({r['tuning']['study'] for r in left_out}))}), which a longer tuning "
+                      "replaced with other best values; their records stay in the results folder.", ""]
         for alt, key in FIGURES:
             lines += [f"![{alt}]({files[key]})", ""]
         lines += provenance(dataset_records, command)

@@ -139,6 +139,24 @@ def test_leaderboard_without_records_is_a_usage_error(cli, tmp_path):
     assert code == 2 and "no such results folder" in err
 
 
+def test_a_longer_tuning_replaces_the_rows_of_the_shorter_one(tmp_path):
+    """Raising [tune] trials can change a cell's best values: the board shows the longer tuning's
+    runs only, and says what it left out."""
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        for r in (tuned_record("ce", {"label_smoothing": 0.0}, seed, 0.60 + 0.01 * seed, 0.0612, []),
+                  tuned_record("focal", {"gamma": 1.4142}, seed, 0.70 + 0.01 * seed, 0.0311, ["gamma"])):
+            write_json_atomic(runs / r["run_id"] / "record.json", r)
+        old = tuned_record("focal", {"gamma": 3.0}, seed, 0.65, 0.2, ["gamma"])
+        old["tuning"]["trials"] = 4
+        write_json_atomic(runs / ("old" + old["run_id"]) / "record.json", old)
+    [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
+    text = path.read_text()
+    main = markdown_tables(text)[0]
+    assert [cells(r)[2] for r in main[2:]] == ["focal(gamma=1.41, lr 0.0311)", "ce(lr 0.0612)"]
+    assert "Left out: 3 eval runs of an earlier, shorter tuning of the same cell (tune-focal)" in text
+
+
 PUBLISHED = sorted((Path(__file__).resolve().parents[1] / "leaderboards").glob("*/leaderboard-*.md"))
 
 
