@@ -47,8 +47,9 @@ def loss_label(name: str, params: dict, tuned=(), lr: float | None = None) -> st
         default = declared[key].default if key in declared else None
         if value is None or (value == default and default in (0, 0.0, None) and key not in tuned):
             continue
-        number = f"{value:.3g}" if key in tuned else f"{value:g}"
-        shown.append(f"{key}={number}" if isinstance(value, (int, float)) else f"{key}={value}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = f"{value:.3g}" if key in tuned else f"{value:g}"
+        shown.append(f"{key}={value}")
     if "lr" in tuned and lr is not None:
         shown.append(f"lr {lr:.3g}")
     return f"{name}({', '.join(shown)})" if shown else name
