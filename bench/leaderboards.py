@@ -406,7 +406,8 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
     out.mkdir(parents=True, exist_ok=True)
     written = []
     stale = superseded(records)
-    records = [r for r in records if id(r) not in {id(s) for s in stale}]
+    stale_ids = {id(r) for r in stale}
+    records = [r for r in records if id(r) not in stale_ids]
     grouped = group_records(records)
     for dataset in sorted({r["dataset"]["name"] for r in records}):
         groups = grouped.get(dataset)
