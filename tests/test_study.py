@@ -175,10 +175,12 @@ def test_a_killed_study_resumes_to_the_same_state(tmp_path, stage, pattern, sig)
     assert set(trial_counts(str(runs / "tuning" / "tuning.journal")).values()) == {3}
     if stage == "tuning":  # the stopped trial ran again with its parameters, from its checkpoint
         trials = [t for s in all_studies(str(runs / "tuning" / "tuning.journal")) for t in s.trials]
-        [stopped] = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
-        assert stopped.user_attrs.get("interrupted", False) == (sig == signal.SIGINT)
-        [again] = [t for t in trials if t.user_attrs.get("retry_of") == stopped.number and t.params == stopped.params]
-        assert again.state != optuna.trial.TrialState.FAIL
+        stopped = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+        assert len(stopped) <= 1  # none when the signal landed as a trial ended, between two trials
+        for trial in stopped:
+            assert trial.user_attrs.get("interrupted", False) == (sig == signal.SIGINT)
+            [again] = [t for t in trials if t.user_attrs.get("retry_of") == trial.number and t.params == trial.params]
+            assert again.state != optuna.trial.TrialState.FAIL
         trial_runs = list((runs / "tuning" / "trials").glob("*/record.json"))
         assert len(trial_runs) == len([t for t in trials if t.state != optuna.trial.TrialState.FAIL])
 
