@@ -110,7 +110,7 @@ def loss_params_of(args: argparse.Namespace) -> dict:
 
 
 def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
-    loss_params = loss_params_of(args)
+    loss_params = overrides.pop("loss_params") if "loss_params" in overrides else loss_params_of(args)
     check_model(args.model), get_loss(args.loss), get_dataset(args.dataset)  # name errors first
     fields = dict(
         model=args.model, loss=args.loss, dataset=args.dataset, loss_params=loss_params,

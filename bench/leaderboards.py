@@ -59,6 +59,12 @@ def tuned_keys(record: dict) -> set[str]:
     return set(record.get("tuning", {}).get("params", {}))
 
 
+def record_loss_label(record: dict) -> str:
+    """A record's loss as its row shows it, with the values its cell tuned."""
+    config = record["config"]
+    return loss_label(config["loss"], config["loss_params"], tuned_keys(record), config["lr"])
+
+
 def settings_of(record: dict) -> tuple:
     """Training settings a row is defined by; values its cell tuned (lr, ...) belong to the row's loss."""
     tuned = tuned_keys(record)
@@ -80,8 +86,7 @@ class Group:
         self.dataset = first["dataset"]["name"]
         self.model = config["model"]
         self.tuning = first.get("tuning")
-        self.tuned = sorted(tuned_keys(first))
-        self.loss = loss_label(config["loss"], config["loss_params"], self.tuned, config["lr"])
+        self.loss = record_loss_label(first)
         self.is_baseline = config["loss"] == "ce" and not any(
             v not in (None, 0, 0.0) for v in config["loss_params"].values())
         self.settings = settings_of(first)
@@ -101,16 +106,10 @@ class Group:
 def superseded(records: list[dict]) -> list[dict]:
     """Eval records whose cell was tuned further afterwards (its study, same budget, more trials)
     and got other best values: the records of the study's longest tuning are the cell's rows."""
-    def study_of(r: dict) -> tuple | None:
-        study = r.get("tuning", {}).get("study")
-        return (r["dataset"]["name"], study) if study and is_eval_record(r) else None
-
-    latest: dict[tuple, dict] = {}
-    for r in records:
-        key = study_of(r)
-        if key and (key not in latest or r["tuning"]["trials"] > latest[key]["trials"]):
-            latest[key] = r["tuning"]
-    return [r for r in records if study_of(r) and r["tuning"]["params"] != latest[study_of(r)]["params"]]
+    tuned = [((r["dataset"]["name"], r["tuning"]["study"]), r) for r in records
+             if r.get("tuning", {}).get("study") and is_eval_record(r)]
+    latest = {key: r["tuning"] for key, r in sorted(tuned, key=lambda kr: kr[1]["tuning"]["trials"])}
+    return [r for key, r in tuned if r["tuning"]["params"] != latest[key]["params"]]
 
 
 def group_records(records: list[dict]) -> dict[str, list[Group]]:
@@ -299,7 +298,7 @@ def shots_heading(shots: Shots) -> str:
 def incomplete_table(records: list[dict], dataset: str) -> pd.DataFrame:
     rows = [
         {"run": r["run_id"], "model": r["config"]["model"],
-         "loss": loss_label(r["config"]["loss"], r["config"]["loss_params"], tuned_keys(r), r["config"]["lr"]),
+         "loss": record_loss_label(r),
          "seed": r["config"]["seed"], "status": r["status"], "reason": r.get("reason", "")}
         for r in records if r["status"] != "completed" and r["dataset"]["name"] == dataset and is_eval_record(r)
     ]
