@@ -160,13 +160,12 @@ def trial_objective(config: RunConfig, space: SearchSpace, out: Path, objective:
     key = OBJECTIVES[objective][0]
 
     def objective_fn(trial) -> float:
-        trial_config = space.suggest(trial, config)
         try:
-            record, _ = run(trial_config, out / TRIALS_DIR, PruningReporter(trial, key), resume=True, test=False,
-                            extra={"trial": {"study": study_name, "number": trial.number}})
+            record, _ = run(space.suggest(trial, config), out / TRIALS_DIR, PruningReporter(trial, key), resume=True,
+                            test=False, extra={"trial": {"study": study_name, "number": trial.number}})
         except RunStopped:
             raise optuna.TrialPruned()
-        except Interrupted:
+        except (Interrupted, KeyboardInterrupt):  # the latter: SIGINT outside the training loop's handler
             trial.set_user_attr("interrupted", True)  # a journal study re-queues it (bench.study)
             raise
         if record["status"] != "completed":

@@ -242,3 +242,28 @@ def test_python_api_tunes_runs_a_study_and_draws_its_board(tmp_path):
     assert "## Answer: which loss, and how sure" in board.read_text()
     with pytest.raises(bench.UsageError, match="trials must be at least 1"):
         bench.tune(model="cnn-tiny", loss="ce", dataset="cifar10-sample", trials=0)
+
+
+def test_a_trial_stopped_outside_the_training_loop_is_re_queued(monkeypatch, tmp_path):
+    """SIGINT that lands outside a run's own handler (during set-up, or as the run ends) is a
+    KeyboardInterrupt: the trial is still marked interrupted and its parameters re-queued."""
+    import bench.tuning
+    from bench.config import RunConfig
+    from bench.study import requeue_leftovers
+    from bench.tuning import SearchSpace, trial_objective
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench.tuning, "run", stopped)
+    config = RunConfig(model="cnn-tiny", loss="ce", dataset="cifar10-sample", loss_params={"label_smoothing": 0.0})
+    study = optuna.create_study()
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(trial_objective(config, SearchSpace.of(config, False, None), tmp_path, "val_acc", "s", print),
+                       n_trials=1)
+    [trial] = study.trials
+    assert trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs["interrupted"]
+    requeue_leftovers(study)
+    again = study.trials[-1]
+    assert again.state == optuna.trial.TrialState.WAITING and again.user_attrs["retry_of"] == trial.number
+    assert again.system_attrs["fixed_params"] == trial.params
