@@ -33,6 +33,7 @@ from bench.tuning import (
     make_pruner,
     make_sampler,
     open_storage,
+    requeue_interrupted,
     trial_objective,
 )
 
@@ -65,18 +66,14 @@ def _states(study, *names: str) -> list:
 
 def requeue_leftovers(study) -> None:
     """Single worker on a journal: trials RUNNING at start belong to a killed earlier run of this
-    command, and trials marked `interrupted` failed on its SIGINT / SIGTERM. Fail the former, and
-    re-queue the parameters of both, so their runs resume from their checkpoints."""
+    command. Fail them, and re-queue their parameters and those of the trials marked `interrupted`
+    (failed on SIGINT / SIGTERM), so their runs resume from their checkpoints."""
     import optuna
 
-    retried = {t.user_attrs.get("retry_of") for t in study.trials}
     leftovers = _states(study, "RUNNING")
     for trial in leftovers:
         study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
-    leftovers += [t for t in _states(study, "FAIL") if t.user_attrs.get("interrupted")]
-    for trial in leftovers:
-        if trial.number not in retried and trial.params:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    requeue_interrupted(study, also=leftovers)
 
 
 def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log) -> dict:

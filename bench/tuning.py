@@ -133,6 +133,20 @@ class SearchSpace:
                        loss_params={**config.loss_params, **{k: params[k] for k in self.loss_params}})
 
 
+def requeue_interrupted(study, also=()) -> None:
+    """Re-queue, once each, the parameters of trials stopped by SIGINT / SIGTERM (marked `interrupted`)
+    and of `also`, so their runs resume from their checkpoints instead of being lost."""
+    import optuna
+
+    retried = {t.user_attrs.get("retry_of") for t in study.trials}
+    stopped = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+               if t.user_attrs.get("interrupted")]
+    for trial in [*also, *stopped]:
+        if trial.number not in retried and trial.params:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            retried.add(trial.number)
+
+
 def make_sampler(seed: int, trials: int):
     """TPE, seeded. Its random start-up is a third of the study's trials (at least 3, at most Optuna's
     default 10): with the default, a study of 10 trials or fewer would be a plain random search."""
@@ -166,7 +180,7 @@ def trial_objective(config: RunConfig, space: SearchSpace, out: Path, objective:
         except RunStopped:
             raise optuna.TrialPruned()
         except (Interrupted, KeyboardInterrupt):  # the latter: SIGINT outside the training loop's handler
-            trial.set_user_attr("interrupted", True)  # a journal study re-queues it (bench.study)
+            trial.set_user_attr("interrupted", True)  # re-queued by the next tune / study (requeue_interrupted)
             raise
         if record["status"] != "completed":
             raise optuna.TrialPruned()  # diverged: nothing to learn from its value
@@ -199,6 +213,7 @@ def tune(
     study = optuna.create_study(study_name=study_name, storage=open_storage(url),
                                 direction=OBJECTIVES[objective][1], pruner=make_pruner(pruner, config.epochs),
                                 load_if_exists=True)
+    requeue_interrupted(study)  # two workers starting at once may both re-queue one: a duplicate trial, no loss
     # reseed per invocation so that a resumed study does not replay its first random draws
     study.sampler = make_sampler(config.seed + len(study.trials), len(study.trials) + trials)
     study.optimize(trial_objective(config, space, out, objective, study_name, log), n_trials=trials, catch=())

@@ -80,3 +80,27 @@ def test_small_studies_still_get_model_guided_trials(trials, startup):
 
     study = optuna.create_study(sampler=make_sampler(0, trials))
     assert study.sampler._n_startup_trials == startup
+
+
+def test_a_stopped_tune_trial_runs_again_with_its_parameters(monkeypatch, tmp_path):
+    """Ctrl-C during `bench tune`, then the same command: the stopped trial's parameters run first,
+    once, and its run resumes; before, they were lost with the failed trial."""
+    import bench.tuning
+    from bench.config import RunConfig
+
+    config = RunConfig(model="cnn-tiny", loss="focal", dataset="cifar10-sample", epochs=1, limit_train=300, limit_test=50)
+    real_run = bench.tuning.run
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench.tuning, "run", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        bench.tuning.tune(config, 2, tmp_path, log=lambda *_: None)
+    monkeypatch.setattr(bench.tuning, "run", real_run)
+    for _ in range(2):  # the second call must not re-queue it again
+        bench.tuning.tune(config, 1, tmp_path, log=lambda *_: None)
+    first, again, new = trials_of(f"sqlite:///{(tmp_path / 'optuna.db').resolve()}", "cifar10-sample-cnn-tiny-focal")
+    assert first.state == optuna.trial.TrialState.FAIL and first.user_attrs["interrupted"]
+    assert again.user_attrs["retry_of"] == first.number and again.params == first.params
+    assert again.state != optuna.trial.TrialState.FAIL and "retry_of" not in new.user_attrs
