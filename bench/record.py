@@ -4,6 +4,7 @@ in a folder that a later --resume or grid finds by the run's config hash."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -34,21 +35,21 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
+@functools.cache
+def git_commit(package: Path = Path(__file__).parent) -> str | None:
+    """The commit the running code came from, read once per process (a later commit does not
+    change what is already imported). `-dirty`: the package's own files differ from it; the
+    records and journals a board writes into the same repository do not count."""
+    def git(*args: str):
+        return subprocess.run(["git", *args], cwd=package, capture_output=True, text=True, timeout=5)
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-            capture_output=True, text=True, timeout=5,
-        )
+        head, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", ".")
     except (OSError, subprocess.SubprocessError):
         return None
-    if out.returncode != 0:
+    if head.returncode != 0:
         return None
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
-        capture_output=True, text=True, timeout=5,
-    ).stdout.strip()
-    return out.stdout.strip() + ("-dirty" if dirty else "")
+    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
 def device_name(device: torch.device) -> str:
@@ -76,7 +77,7 @@ def environment(device: torch.device) -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": f"{platform.system()} {platform.machine()}",
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
     }
 
 

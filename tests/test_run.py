@@ -173,3 +173,29 @@ def test_run_identity_is_stable_and_ignores_where_the_data_lies():
     assert config.config_hash() == "50e92cb02aa6"
     assert RunConfig(model="cnn-tiny", loss="ce", dataset="cifar10", epochs=3, data_root="/elsewhere").config_hash() == "50e92cb02aa6"
     assert RunConfig(model="cnn-tiny", loss="ce", dataset="cifar10", epochs=4).config_hash() != "50e92cb02aa6"
+
+
+def test_git_commit_is_dirty_only_when_the_package_changed(tmp_path):
+    """A board writes records and its journal into the repository while it runs: that must not mark
+    its runs `-dirty`; an edit to the code must."""
+    from bench.record import git_commit
+
+    repo, package = tmp_path / "repo", tmp_path / "repo" / "bench"
+    (repo / "leaderboards").mkdir(parents=True)
+    package.mkdir()
+    (package / "train.py").write_text("x = 1\n")
+    (repo / "leaderboards" / "tuning.journal").write_text("{}\n")
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    (repo / "leaderboards" / "tuning.journal").write_text("{}\n{}\n")
+    assert git_commit.__wrapped__(package) == head
+    (package / "train.py").write_text("x = 2\n")
+    assert git_commit.__wrapped__(package) == head + "-dirty"
+    assert git_commit.__wrapped__(tmp_path) is None  # not a repository
