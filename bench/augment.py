@@ -6,16 +6,25 @@ import torch
 import torch.nn.functional as F
 
 
-def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding `pad` and random horizontal flip, for a batch [B, C, H, W].
+def draw_crop_flip(sizes: list[int], pad: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop offsets [2, N] and flips [N] for consecutive batches of `sizes` (N = their sum).
 
-    Same semantics as torchvision's RandomCrop(size, padding=pad) + RandomHorizontalFlip():
-    each image gets its own offsets and flip. The random draws come from `generator` on the CPU,
-    so they do not depend on the device or on the model being trained.
+    Drawn on the CPU from `generator`, batch after batch, so they do not depend on the device or
+    the model; drawing a whole epoch at once lets the loader copy them to the GPU once an epoch
+    instead of once a step (a per-step copy from pageable memory would stall the GPU).
+    """
+    draws = [(torch.randint(0, 2 * pad + 1, (2, n), generator=generator), torch.rand(n, generator=generator) < 0.5)
+             for n in sizes]
+    return torch.cat([o for o, _ in draws], 1), torch.cat([f for _, f in draws])
+
+
+def random_crop_flip(images: torch.Tensor, pad: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Random crop with zero padding `pad` and random horizontal flip, for a batch [B, C, H, W],
+    with each image's offsets [2, B] and flips [B] from `draw_crop_flip` (on the images' device).
+
+    Same semantics as torchvision's RandomCrop(size, padding=pad) + RandomHorizontalFlip().
     """
     b, c, h, w = images.shape
-    offsets = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).to(images.device)
-    flips = (torch.rand(b, generator=generator) < 0.5).to(images.device)
     padded = F.pad(images, (pad, pad, pad, pad))
     rows = offsets[0, :, None] + torch.arange(h, device=images.device)  # [B, H]
     cols = offsets[1, :, None] + torch.arange(w, device=images.device)  # [B, W]

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import torch
 
-from bench.augment import normalize, random_crop_flip
+from bench.augment import draw_crop_flip, normalize, random_crop_flip
 from bench.imagefolder import ImageSet
 
 
@@ -64,11 +64,16 @@ class TensorBatches:
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order(epoch).to(self.labels.device)
-        augment_rng = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 50_000)
+        augment = self.train and self.crop_pad > 0
+        if augment:  # the whole epoch's draws, copied to the device once
+            sizes = [min(self.batch_size, len(order) - i * self.batch_size) for i in range(len(self))]
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 50_000)
+            offsets, flips = (t.to(self.device) for t in draw_crop_flip(sizes, self.crop_pad, generator))
         for i in range(len(self)):
-            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            index = order[batch]
             images = self.images[index].to(self.device, non_blocking=True)
-            if self.train and self.crop_pad > 0:
-                images = random_crop_flip(images, self.crop_pad, augment_rng)
+            if augment:
+                images = random_crop_flip(images, self.crop_pad, offsets[:, batch], flips[batch])
             x = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
             yield x, self.labels[index].to(self.device, non_blocking=True)

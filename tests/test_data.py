@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bench.augment import random_crop_flip
+from bench.augment import draw_crop_flip, normalize, random_crop_flip
 from bench.config import RunConfig
 from bench.datasets import channel_stats, prepare_splits, stratified_pick
 from bench.errors import UsageError
@@ -36,7 +36,7 @@ def test_channel_stats_match_numpy():
 
 def test_random_crop_flip_matches_pad_slice_flip():
     images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
-    out = random_crop_flip(images, 2, torch.Generator().manual_seed(3))
+    out = random_crop_flip(images, 2, *draw_crop_flip([6], 2, torch.Generator().manual_seed(3)))
     g = torch.Generator().manual_seed(3)
     offsets = torch.randint(0, 5, (2, 6), generator=g)
     flips = torch.rand(6, generator=g) < 0.5
@@ -64,6 +64,20 @@ def test_batches_depend_only_on_seed_and_epoch():
     other_seed = list(batches_of(1).epoch(1))
     assert not torch.equal(first[0][1], other_epoch[0][1]) or not torch.equal(first[0][0], other_epoch[0][0])
     assert not torch.equal(first[0][0], other_seed[0][0])
+
+
+def test_an_epochs_augmentation_is_drawn_batch_after_batch_as_before():
+    """The loader draws a whole epoch's crops and flips at once (one copy to the GPU an epoch);
+    they must be the draws of the earlier per-batch code, so published runs still reproduce."""
+    loader, epoch = batches_of(5), 2
+    order = loader.order(epoch)
+    g = torch.Generator().manual_seed(5 * 100_003 + epoch + 50_000)
+    for i, (x, y) in enumerate(loader.epoch(epoch)):
+        index = order[i * 8 : (i + 1) * 8]
+        offsets, flips = torch.randint(0, 9, (2, 8), generator=g), torch.rand(8, generator=g) < 0.5
+        expected = normalize(random_crop_flip(loader.images[index], 4, offsets, flips), loader.mean, loader.std)
+        assert torch.equal(x, expected) and torch.equal(y, loader.labels[index])
+    assert i == len(loader) - 1
 
 
 def write_tree(root, splits=("train", "test"), classes=("cat", "dog"), n=6, modes=("RGB", "L", "RGBA")):
