@@ -323,6 +323,9 @@ def command_speed(args: argparse.Namespace, argv: list[str]) -> int:
                   f"{result['compute_only_images_per_sec']:.0f}", f"{result['pipeline_efficiency']:.2f}",
                   f"{result['peak_memory_bytes'] / 2**20:.0f} MiB ({result['peak_memory_kind']})")
     Console().print(table)
+    if result["host_syncs_per_step"] is not None:
+        sites = ", ".join(f"{site} ({n})" for site, n in result["host_sync_sites"].items()) or "none"
+        print(f"host syncs per training step (epoch start excluded): {result['host_syncs_per_step']:.2f}; at {sites}")
     return 0
 
 

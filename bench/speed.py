@@ -7,6 +7,9 @@ from __future__ import annotations
 import itertools
 import resource
 import time
+import warnings
+from collections import Counter
+from pathlib import Path
 
 import torch
 
@@ -31,6 +34,25 @@ def timed(device: torch.device, fn, batches, warmup: int, steps: int) -> float:
         fn(x, y)
     _sync(device)
     return time.perf_counter() - start
+
+
+SYNC_WARNING = "called a synchronizing CUDA operation"  # torch's text in sync debug mode "warn"
+
+
+def host_syncs(fn, batches, steps: int) -> dict:
+    """Host-device synchronisations in `steps` calls of fn(x, y), counted with torch's sync debug
+    mode (CUDA): each stalls the CPU until the GPU catches up. The sites are the Python lines
+    (file:line) that caused them, most frequent first."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for x, y in itertools.islice(batches, steps):
+                fn(x, y)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    sites = Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught if SYNC_WARNING in str(w.message))
+    return {"host_syncs_per_step": sum(sites.values()) / steps, "host_sync_sites": dict(sites.most_common(5))}
 
 
 def forever(loader: TensorBatches):
@@ -69,6 +91,12 @@ def measure_speed(config: RunConfig, steps: int = 30, warmup: int = 5) -> dict:
     compute_s = timed(device, step, resident, warmup, steps)
     net.eval()
     eval_s = timed(device, forward, forever(eval_batches), warmup, steps)
+    result |= {"host_syncs_per_step": None, "host_sync_sites": {}}
+    if device.type == "cuda":  # after the timings: the debug mode slows what it watches
+        net.train()
+        batches = forever(train_batches)
+        step(*next(batches))  # an epoch's start copies its order and augmentation draws once: not per step
+        result |= host_syncs(step, batches, steps)
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     result |= {

@@ -144,6 +144,29 @@ def test_bench_speed_json_has_the_promised_keys(cli):
     for key in ("train_images_per_sec", "eval_images_per_sec", "compute_only_images_per_sec",
                 "peak_memory_bytes", "device"):
         assert result[key] > 0 if key != "device" else result[key] == "cpu"
+    assert result["host_syncs_per_step"] is None and result["host_sync_sites"] == {}  # counted on CUDA only
+
+
+def test_host_syncs_are_counted_per_step_with_their_sites(monkeypatch):
+    """The counting behind `bench speed`'s host-sync figure, on a CPU: torch's sync debug mode is
+    replaced by a step that warns as torch does on every other call."""
+    import warnings
+
+    from bench.speed import SYNC_WARNING, host_syncs
+
+    modes = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    calls = iter(range(100))
+
+    def step(x, y):
+        if next(calls) % 2 == 0:
+            warnings.warn(SYNC_WARNING)
+        warnings.warn("something else")
+
+    result = host_syncs(step, iter([(None, None)] * 10), 8)
+    assert result["host_syncs_per_step"] == 0.5 and modes == ["warn", "default"]
+    [(site, count)] = result["host_sync_sites"].items()
+    assert site.startswith("test_run.py:") and count == 4
 
 
 
