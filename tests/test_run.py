@@ -181,6 +181,19 @@ def test_loader_benchmark_script_runs_both_loops():
     assert result["ratio"] == pytest.approx(result["bench_images_per_sec"] / reference, abs=0.011)
     assert result["ceiling_ratio"] == pytest.approx(result["compute_only_images_per_sec"] / reference, abs=0.011)
 
+
+def test_gpu_matrix_script_prints_a_line_per_configuration_even_when_one_fails():
+    """The GPU issue's speed matrix driver, kept runnable on a CPU (fp16 fails there: its line says why)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_matrix.py"
+    done = subprocess.run([sys.executable, str(script), "--models", "cnn-tiny", "--inputs", "cifar10-sample:32",
+                           "--precisions", "fp32,fp16", "--compile", "no", "--steps", "2", "--warmup", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ok, failed = [json.loads(line) for line in done.stdout.splitlines()]
+    assert ok["train_images_per_sec"] > 0 and ok["image_size"] == 32 and ok["precision"] == "fp32"
+    assert "fp16 needs a CUDA GPU" in failed["error"]
+
+
 def test_compile_runs_on_cpu_and_reports_compile_time_apart(tmp_path):
     config = RunConfig(model="mlp2", loss="ce", dataset="cifar10-sample", epochs=1, limit_train=300,
                        limit_test=50, compile=True)
