@@ -254,6 +254,8 @@ def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.report import make_reporter
 
     experiment, out = grid_experiment(args)
+    if args.estimate:
+        return print_estimate(experiment, args.experiment or "the grid")
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     storage = args.storage or (f"sqlite:///{(out / 'grid.db').resolve()}" if args.workers > 1 else None)
@@ -276,6 +278,36 @@ def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
     tally = run_experiment(experiment, out, storage, lambda: make_reporter(args.quiet))
     print(f"grid of {runs} runs in {out}: " + ", ".join(f"{n} {k}" for k, n in sorted(tally.items())))
     return 0 if set(tally) <= {"completed", "skipped"} else 1
+
+
+def print_estimate(experiment, name: str) -> int:
+    from bench.estimate import estimate
+    from bench.record import device_name
+    from bench.train import resolve_runtime
+
+    first = experiment.cells[0].config
+    device = resolve_runtime(first.device, first.precision).device
+    rows = estimate(experiment)
+    table = Table(title=f"estimate for {name} on {device_name(device)} ({device.type}), from 10 timed steps per model")
+    for col in ("model", "loss", "train img/s", "eval runs", "each", "tuning trials", "all trials (at most)"):
+        table.add_column(col, justify="left" if col in ("model", "loss") else "right")
+    for r in rows:
+        table.add_row(r["model"], r["loss"], f"{r['train_images_per_sec']:,.0f}", str(r["eval_runs"]),
+                      duration(r["eval_run_seconds"]), str(r["tuning_trials"]), duration(r["tuning_seconds_at_most"]))
+    Console().print(table)
+    evals = sum(r["eval_runs"] * r["eval_run_seconds"] for r in rows)
+    tuning = sum(r["tuning_seconds_at_most"] for r in rows)
+    print(f"eval {duration(evals)} + tuning at most {duration(tuning)} = at most {duration(evals + tuning)} on this "
+          "machine, start-up and other jobs not counted; Hyperband stops many trials early (the published boards' "
+          "tuning ran 49-65% of the most)" if tuning else f"eval {duration(evals)} on this machine, start-up and "
+          "other jobs not counted")
+    return 0
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def worker_env(index: int) -> dict:
@@ -359,6 +391,8 @@ def build_parser() -> Parser:
     grid.add_argument("--workers", type=int, default=1, help="worker processes on this machine (share --storage)")
     grid.add_argument("--out", help="results folder (default: runs/ beside the experiment file, else runs/)")
     grid.add_argument("--quiet", action="store_true")
+    grid.add_argument("--estimate", action="store_true",
+                      help="time a few steps of each model and print what the grid would cost here; run nothing")
     grid.set_defaults(func=command_grid)
     speed = sub.add_parser("speed", help="training, evaluation and compute-only images/s of one model")
     speed.add_argument("--model", required=True)

@@ -162,3 +162,38 @@ def test_concurrent_workers_never_pop_the_same_sqlite_trial(tmp_path):
     assert all(w.returncode == 0 for w in workers), [err for _, err in outputs]
     popped = collections.Counter(int(t) for out, _ in outputs for t in out.split())
     assert len(popped) == 10 * n and set(popped.values()) == {1}, popped
+
+
+TUNED = GOOD.replace("limit_test = 100\n", "limit_test = 100\n\n[tune]\ntrials = 4\nepochs = 2\nlimit_train = 200\n")
+
+
+def test_estimate_multiplies_measured_speed_by_the_grids_work(tmp_path):
+    from bench.estimate import estimate
+
+    measured = []
+
+    def measure(config, steps, warmup):
+        measured.append(config.model)
+        return {"train_images_per_sec": 100.0 if config.model == "mlp2" else 50.0, "eval_images_per_sec": 1000.0}
+
+    def sizes_of(config):  # train after limit_train, a tenth carved for val
+        n = config.limit_train
+        return {"train": n - n // 10, "val": n // 10, "test": 100}
+
+    rows = estimate(load_experiment(write(tmp_path, TUNED)), measure=measure, sizes_of=sizes_of)
+    assert measured == ["cnn-tiny", "mlp2"]  # once per model
+    by_cell = {(r["model"], r["loss"]): r for r in rows}
+    mlp2_ce, tiny_focal = by_cell["mlp2", "ce"], by_cell["cnn-tiny", "focal"]
+    assert mlp2_ce["eval_runs"] == 2
+    assert mlp2_ce["eval_run_seconds"] == pytest.approx(1 * (270 / 100 + 30 / 1000) + 100 / 1000)
+    # focal 0.5 is given, lr is not: tuned, 4 trials of 2 epochs on 200 images (180 train, 20 val), no test
+    assert tiny_focal["tuning_trials"] == 4
+    assert tiny_focal["tuning_seconds_at_most"] == pytest.approx(4 * 2 * (180 / 50 + 20 / 1000))
+
+
+def test_grid_estimate_prints_the_cost_and_runs_nothing(cli, tmp_path):
+    path = write(tmp_path, TUNED)
+    code, out, err = cli("grid", str(path), "--estimate")
+    assert code == 0, err
+    assert "cnn-tiny" in out and "mlp2" in out and "tuning at most" in out
+    assert not (tmp_path / "runs").exists()
