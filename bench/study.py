@@ -8,7 +8,9 @@ of a finished study adds none and changes no record.
 
 Sharing: with an RDB storage (sqlite:///, postgresql://) any number of workers split both
 stages; a dead worker's trial is failed by its stale heartbeat and re-queued with the same
-parameters (its run resumes from its checkpoint). A journal storage has no heartbeat: it is for
+parameters (its run resumes from its checkpoint), and a trial stopped by SIGINT / SIGTERM is
+re-queued by the next worker to start (two starting at once may both re-queue it: the same run
+twice from the same checkpoint, so the same result, at the cost of the time). A journal storage has no heartbeat: it is for
 one worker, which takes trials still RUNNING at its start for the leftovers of a killed run.
 """
 
@@ -95,7 +97,9 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log)
     except KeyError:
         study = optuna.create_study(study_name=name, storage=storage, direction=OBJECTIVES[spec.objective][1],
                                     pruner=pruner, load_if_exists=True)
-    if not shared:
+    if shared:  # RUNNING trials of dead workers: failed and re-queued by their stale heartbeats
+        requeue_interrupted(study)
+    else:
         requeue_leftovers(study)
     objective = trial_objective(config, space, out, spec.objective, name, log)
     limit = optuna.study.MaxTrialsCallback(spec.trials, states=tuple(

@@ -267,3 +267,29 @@ def test_a_trial_stopped_outside_the_training_loop_is_re_queued(monkeypatch, tmp
     again = study.trials[-1]
     assert again.state == optuna.trial.TrialState.WAITING and again.user_attrs["retry_of"] == trial.number
     assert again.system_attrs["fixed_params"] == trial.params
+
+
+def test_a_shared_study_re_queues_a_trial_stopped_by_sigint(monkeypatch, tmp_path):
+    """On an RDB storage a stale heartbeat re-queues a dead worker's trial; one stopped by Ctrl-C
+    is failed at once, so the next worker to start re-queues it instead."""
+    import bench.tuning
+    from bench.experiment import load_experiment
+    from bench.study import tune_cell
+
+    experiment = load_experiment(write(tmp_path, STUDY.replace("trials = 3", "trials = 2")))
+    cell, spec, url = experiment.cells[1], experiment.tune, f"sqlite:///{tmp_path / 'study.db'}"
+    real_run = bench.tuning.run
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench.tuning, "run", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        tune_cell(cell, spec, bench.tuning.open_storage(url), tmp_path / "tuning", True, lambda *_: None)
+    monkeypatch.setattr(bench.tuning, "run", real_run)
+    info = tune_cell(cell, spec, bench.tuning.open_storage(url), tmp_path / "tuning", True, lambda *_: None)
+    [study] = all_studies(url)
+    first, again = study.trials[:2]
+    assert first.user_attrs["interrupted"] and again.user_attrs["retry_of"] == first.number
+    assert again.params == first.params and again.state != optuna.trial.TrialState.FAIL
+    assert info["trials"] == 2
