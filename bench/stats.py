@@ -7,7 +7,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
+
+POWER = 0.8  # the chance of detecting a difference that `detectable_difference` reports
 
 
 @dataclass(frozen=True)
@@ -42,16 +44,33 @@ class Paired:
     ci_high: float
     p_value: float  # two-sided paired t-test; NaN when n < 2 or all differences are equal
     n: int
+    detectable: float = math.nan  # the difference this test detects with POWER (see detectable_difference)
+
+
+def detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = POWER) -> float:
+    """The smallest true mean difference that a two-sided paired t-test at `alpha` detects with
+    probability `power`, over n pairs whose differences have standard deviation sd (noncentral t).
+    A sensitivity statement: with sd estimated from the same few seeds it is itself uncertain."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    df, crit = n - 1, stats.t.ppf(1 - alpha / 2, n - 1)
+
+    def shortfall(noncentrality: float) -> float:  # the far tail is ~0, and scipy may give NaN there
+        far = stats.nct.cdf(-crit, df, noncentrality)
+        return stats.nct.sf(crit, df, noncentrality) + (0.0 if math.isnan(far) else far) - power
+
+    return optimize.brentq(shortfall, 0.0, 40.0) * sd / math.sqrt(n)  # power is ~1 at 40 for any n >= 2
 
 
 def paired_comparison(candidate, baseline, confidence: float = 0.95) -> Paired:
-    """candidate - baseline on the same seeds: mean difference, its t-interval, paired t-test."""
+    """candidate - baseline on the same seeds: mean difference, its t-interval, paired t-test, and
+    the difference such a test would detect with POWER at 1 - confidence."""
     a, b = np.asarray(candidate, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
     diff = summarize(a - b, confidence)
     p = math.nan
     if len(a) >= 2 and np.ptp(a - b) > 0:
         p = float(stats.ttest_rel(a, b).pvalue)
-    return Paired(diff.mean, diff.ci_low, diff.ci_high, p, len(a))
+    return Paired(diff.mean, diff.ci_low, diff.ci_high, p, len(a), detectable_difference(diff.std, len(a), 1 - confidence))
 
 
 def compare_by_seed(candidate: dict[int, float], baseline: dict[int, float]) -> Paired:

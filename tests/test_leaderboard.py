@@ -119,7 +119,7 @@ def test_tuned_rows_show_their_values_pair_with_tuned_ce_and_ignore_tuning_trial
     assert cells(main[2])[2] == "focal(gamma=1.41, lr 0.0311)" and cells(main[3])[2] == "ce(lr 0.0612)"
     assert len(main) == 4  # two rows: the tuning trial is no row
     [row] = paired[2:]
-    assert cells(row)[:2] == ["cnn", "focal(gamma=1.41, lr 0.0311)"] and cells(row)[-1] == "yes"
+    assert cells(row)[:2] == ["cnn", "focal(gamma=1.41, lr 0.0311)"] and cells(row)[-2] == "yes"
     assert "pruned" not in text and "tune-focal" not in text
     assert "8 trials of 2 epochs, objective val_acc, pruner hyperband, tuning seed 100" in text
 
@@ -229,3 +229,24 @@ def test_published_records_agree_with_their_confusion_matrices(published):
             assert r["config"]["data_root"] == experiment["data_root"], r["run_id"]
             assert not Path(r["config"]["data_root"]).is_absolute()
             assert r["tuning"]["trials"] >= experiment["tune"]["trials"], r["run_id"]  # workers may add a few
+
+
+def test_not_separable_says_what_difference_the_seeds_could_have_found(tmp_path):
+    """'Not separable' is no proof of 'equal': the answer states the difference that the paired test
+    would have detected 80% of the time, as does the paired table."""
+    import numpy as np
+
+    from bench.stats import detectable_difference
+
+    runs = tmp_path / "runs"
+    accs = {"ce": [0.60, 0.62, 0.61, 0.63, 0.60], "focal": [0.61, 0.61, 0.63, 0.62, 0.62]}
+    for loss, values in accs.items():
+        for seed, acc in enumerate(values):
+            r = fake_record("cnn", loss, {}, seed, acc)
+            write_json_atomic(runs / r["run_id"] / "record.json", r)
+    [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
+    text = path.read_text()
+    expected = detectable_difference(np.std(np.subtract(accs["focal"], accs["ce"]), ddof=1), 5) * 100
+    assert f"**not separable from ce** at 0.05 (with 5 paired seeds this test finds a true difference of ±{expected:.2f} pp 80% of the time" in text
+    [row] = markdown_tables(text)[1][2:]
+    assert cells(row)[-2:] == ["no", f"{expected:.2f}"]

@@ -73,3 +73,25 @@ def test_compare_by_seed_pairs_common_seeds_else_welch():
     c = {5: 0.70, 6: 0.72}
     assert compare_by_seed(c, b).p_value == pytest.approx(
         stats.ttest_ind([0.70, 0.72], [0.78, 0.79, 0.78], equal_var=False).pvalue)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10, 30])
+def test_detectable_difference_matches_statsmodels_power(n):
+    """The smallest difference a paired t-test finds 80% of the time: effect size d (from
+    statsmodels' one-sample t power, an independent solver) times the SD of the differences."""
+    from statsmodels.stats.power import TTestPower
+
+    from bench.stats import detectable_difference
+
+    d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=0.05, power=0.8, alternative="two-sided")
+    assert detectable_difference(0.02, n) == pytest.approx(d * 0.02, rel=1e-5)
+    assert math.isnan(detectable_difference(0.0, n)) and math.isnan(detectable_difference(0.02, 1))
+
+
+def test_paired_comparison_states_what_it_could_detect():
+    from bench.stats import detectable_difference
+
+    a, b = [0.80, 0.82, 0.79, 0.81, 0.83], [0.78, 0.79, 0.78, 0.80, 0.80]
+    p = paired_comparison(a, b)
+    assert p.detectable == pytest.approx(detectable_difference(np.std(np.subtract(a, b), ddof=1), 5))
+    assert 1.6 < p.detectable / np.std(np.subtract(a, b), ddof=1) < 1.8  # n = 5: about 1.68 SDs
