@@ -118,7 +118,7 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log)
     if not _states(study, "COMPLETE"):
         raise UsageError(f"no tuning trial of {name} completed (all pruned or diverged); widen [tune] lr or epochs")
     best = study.best_trial
-    return info | {"study": name, "trials": finished, "best_value": best.value, "params": dict(best.params)}
+    return info | {"study": name, "trials": finished, "best_value": best.value, "params": space.values(best.params)}
 
 
 def eval_config(cell: Cell, spec: TuneSpec, tuning: dict, seed: int):

@@ -122,15 +122,28 @@ class SearchSpace:
 
     def suggest(self, trial, config: RunConfig) -> RunConfig:
         hps = get_loss(config.loss, config.base_dir).params
-        lr = trial.suggest_float("lr", *self.lr, log=True) if self.lr else config.lr
-        params = {k: trial.suggest_float(k, *hps[k].tune, log=hps[k].log) for k in self.loss_params}
-        wd = trial.suggest_float("weight_decay", *WEIGHT_DECAY_RANGE, log=True) if self.weight_decay else config.weight_decay
-        return replace(config, lr=lr, weight_decay=wd, loss_params={**config.loss_params, **params})
+        if self.lr:
+            trial.suggest_float("lr", *self.lr, log=True)
+        for k in self.loss_params:
+            hp = hps[k]
+            if hp.log_complement:  # Optuna's parameter is 1 - value, named so
+                trial.suggest_float(f"1-{k}", 1 - hp.tune[1], 1 - hp.tune[0], log=True)
+            else:
+                trial.suggest_float(k, *hp.tune, log=hp.log)
+        if self.weight_decay:
+            trial.suggest_float("weight_decay", *WEIGHT_DECAY_RANGE, log=True)
+        return self.apply(trial.params, config)
+
+    def values(self, params: dict) -> dict:
+        """A trial's parameters as the values a run uses (`1-beta` becomes `beta`)."""
+        loss = {k: params[k] if k in params else 1 - params[f"1-{k}"] for k in self.loss_params}
+        return {k: params[k] for k in ("lr", "weight_decay") if k in params} | loss
 
     def apply(self, params: dict, config: RunConfig) -> RunConfig:
         """The config with a trial's tuned values (the best trial's, for the eval runs)."""
-        return replace(config, lr=params.get("lr", config.lr), weight_decay=params.get("weight_decay", config.weight_decay),
-                       loss_params={**config.loss_params, **{k: params[k] for k in self.loss_params}})
+        values = self.values(params)
+        return replace(config, lr=values.get("lr", config.lr), weight_decay=values.get("weight_decay", config.weight_decay),
+                       loss_params={**config.loss_params, **{k: values[k] for k in self.loss_params}})
 
 
 def requeue_interrupted(study, also=()) -> None:

@@ -104,3 +104,30 @@ def test_a_stopped_tune_trial_runs_again_with_its_parameters(monkeypatch, tmp_pa
     assert first.state == optuna.trial.TrialState.FAIL and first.user_attrs["interrupted"]
     assert again.user_attrs["retry_of"] == first.number and again.params == first.params
     assert again.state != optuna.trial.TrialState.FAIL and "retry_of" not in new.user_attrs
+
+
+def test_class_balanced_beta_is_tuned_on_a_log_scale_of_one_minus_beta():
+    """beta 0.9, 0.99, 0.999, 0.9999 re-weight in kind, not degree: a linear draw from 0.9-0.9999
+    lands above 0.999 one time in a hundred, a log draw of 1 - beta one time in three."""
+    from bench.config import RunConfig
+    from bench.tuning import SearchSpace
+
+    config = RunConfig(model="cnn-tiny", loss="class-balanced", dataset="cifar10-sample", loss_params={"base": "focal"})
+    space = SearchSpace.of(config, lr_fixed=True)
+    assert space.loss_params == ("beta", "gamma")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    betas = []
+
+    def objective(trial):
+        tuned = space.suggest(trial, config)
+        assert set(trial.params) == {"1-beta", "gamma"} and tuned.lr == config.lr
+        assert tuned.loss_params["beta"] == pytest.approx(1 - trial.params["1-beta"])
+        betas.append(tuned.loss_params["beta"])
+        return 0.0
+
+    study.optimize(objective, n_trials=300)
+    assert 0.9 - 1e-12 <= min(betas) and max(betas) <= 0.9999 + 1e-12
+    assert 0.25 < sum(b >= 0.999 for b in betas) / len(betas) < 0.42
+    best = space.values(study.best_trial.params)  # what records and the eval runs get: the loss's own names
+    assert set(best) == {"beta", "gamma"} and best["beta"] == pytest.approx(1 - study.best_trial.params["1-beta"])
+    assert space.values({"beta": 0.99, "gamma": 1.0}) == {"beta": 0.99, "gamma": 1.0}  # studies from before

@@ -40,11 +40,18 @@ class HParam:
     high_open: bool = False
     tune: tuple[float, float] | None = None
     log: bool = False
+    # tune 1 - value on a log scale: for a value near 1 such as class-balanced beta, where 0.9, 0.99
+    # and 0.9999 differ in kind; a linear range would hardly ever draw above 0.999
+    log_complement: bool = False
     per_class: bool = False
     choices: tuple[str, ...] = ()
     numeric: bool = True
     integer: bool = False
     help: str = ""
+
+    def __post_init__(self) -> None:
+        if self.log_complement and not (self.tune and self.tune[1] < 1):
+            raise ValueError(f"log_complement needs a tuning range below 1, got {self.tune}")
 
     def default_text(self) -> str:
         if self.default is None:
@@ -54,7 +61,8 @@ class HParam:
     def tune_text(self) -> str:
         if self.tune is None:
             return ""
-        return f"{self.tune[0]:g} .. {self.tune[1]:g}" + (" (log)" if self.log else "")
+        scale = " (log of 1 - x)" if self.log_complement else " (log)" if self.log else ""
+        return f"{self.tune[0]:g} .. {self.tune[1]:g}{scale}"
 
     def range_text(self) -> str:
         words = " | ".join(self.choices)

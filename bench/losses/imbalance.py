@@ -22,7 +22,7 @@ def effective_number_weights(class_counts: tuple[int, ...], beta: float) -> torc
 @register_loss(
     "class-balanced",
     params={
-        "beta": HParam(0.999, low=0.0, high=1.0, high_open=True, tune=(0.9, 0.9999),
+        "beta": HParam(0.999, low=0.0, high=1.0, high_open=True, tune=(0.9, 0.9999), log_complement=True,
                        help="effective-number decay; 0 weights every class equally"),
         "base": HParam("ce", choices=("ce", "focal", "bce"), numeric=False, help="the loss being re-weighted"),
         "gamma": HParam(2.0, low=0.0, tune=(0.0, 5.0), help="focusing exponent when base is focal"),
