@@ -283,6 +283,7 @@ def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
 def print_estimate(experiment, name: str) -> int:
     from bench.estimate import estimate
     from bench.record import device_name
+    from bench.report import duration
     from bench.train import resolve_runtime
 
     first = experiment.cells[0].config
@@ -303,11 +304,6 @@ def print_estimate(experiment, name: str) -> int:
           "other jobs not counted")
     return 0
 
-
-def duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def worker_env(index: int) -> dict:

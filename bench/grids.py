@@ -12,6 +12,7 @@ from pathlib import Path
 from bench.checkpoint import Interrupted
 from bench.config import RunConfig
 from bench.errors import OutOfMemory, UsageError
+from bench.report import duration
 from bench.train import find_resumable, run, run_identity
 
 
@@ -33,6 +34,7 @@ def run_point(config: RunConfig, out_dir: Path, make_reporter, label: str, log, 
     if done is not None:
         log(f"{label}: already completed")
         return "skipped"
+    start = time.perf_counter()
     try:
         record, _ = run(config, out_dir, make_reporter(), resume=True, extra=extra)
     except OutOfMemory as exc:  # recorded as failed; smaller models may still fit
@@ -44,7 +46,8 @@ def run_point(config: RunConfig, out_dir: Path, make_reporter, label: str, log, 
         log(f"{label}: failed ({type(exc).__name__}: {exc})")
         return "failed"
     test = record["metrics"].get("test")
-    log(f"{label}: {record['status']} " + (f"test acc {test['accuracy']:.2%}" if test else record.get("reason", "")))
+    log(f"{label}: {record['status']} " + (f"test acc {test['accuracy']:.2%}" if test else record.get("reason", ""))
+        + f" ({duration(time.perf_counter() - start)})")
     return record["status"]
 
 

@@ -10,6 +10,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 
+def duration(seconds: float) -> str:
+    """42 s, 13.2 min, 1.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 def format_epoch(entry: dict, epochs: int) -> str:
     return (
         f"epoch {entry['epoch']}/{epochs}  train loss {entry['train_loss']:.4f} "

@@ -1,5 +1,7 @@
 """Experiment files are validated line by line; a grid skips what is done and survives failures."""
 
+import re
+
 import pytest
 
 from bench.experiment import load_experiment
@@ -62,6 +64,7 @@ def test_grid_skips_completed_runs_and_goes_on_after_divergence(cli, tmp_path):
     code, out, err = cli("grid", str(path), "--quiet", "--out", str(tmp_path / "runs"))
     assert code == 0, err
     assert len(list((tmp_path / "runs").glob("*/record.json"))) == 12
+    assert re.search(r"\[12/12\] mlp2 x ce label_smoothing=0.1 seed 1: completed test acc [\d.]+% \(\d+ s\)", out), out
     code, out, _ = cli("grid", str(path), "--quiet", "--out", str(tmp_path / "runs"))
     assert code == 0 and "12 skipped" in out
     assert len(list((tmp_path / "runs").glob("*/record.json"))) == 12
