@@ -305,7 +305,6 @@ def print_estimate(experiment, name: str) -> int:
     return 0
 
 
-
 def worker_env(index: int) -> dict:
     """A local worker's environment: on a machine with several GPUs, each worker gets its own."""
     import os

@@ -39,7 +39,6 @@ def estimate(experiment: Experiment, steps: int = 10, warmup: int = 3, measure=m
     """One row per cell: its eval runs and tuning trials and their seconds on this machine."""
     speeds: dict[tuple, Speed] = {}
     sizes: dict[str, dict] = {}
-
     ref = experiment.cells[0].config
 
     def sizes_for(config) -> dict[str, int]:  # cells that differ in training settings only share their data
