@@ -10,8 +10,9 @@ Sharing: with an RDB storage (sqlite:///, postgresql://) any number of workers s
 stages; a dead worker's trial is failed by its stale heartbeat and re-queued with the same
 parameters (its run resumes from its checkpoint), and a trial stopped by SIGINT / SIGTERM is
 re-queued by the next worker to start (two starting at once may both re-queue it: the same run
-twice from the same checkpoint, so the same result, at the cost of the time). A journal storage has no heartbeat: it is for
-one worker, which takes trials still RUNNING at its start for the leftovers of a killed run.
+twice from the same checkpoint, so the same result, at the cost of the time). A journal storage
+has no heartbeat: it is for one worker, which takes trials still RUNNING at its start for the
+leftovers of a killed run.
 """
 
 from __future__ import annotations
