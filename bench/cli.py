@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -288,10 +289,14 @@ def print_estimate(experiment, name: str) -> int:
 
     first = experiment.cells[0].config
     device = resolve_runtime(first.device, first.precision).device
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if device.type == "cpu" and load > 0.5 * cores:
+        print(f"warning: the machine is busy (load {load:.1f} on {cores} cores): these timings will be too slow",
+              file=sys.stderr)
     rows = estimate(experiment)
     table = Table(title=f"estimate for {name} on {device_name(device)} ({device.type}), from 10 timed steps per model")
     for col in ("model", "loss", "train img/s", "eval runs", "each", "tuning trials", "all trials (at most)"):
-        table.add_column(col, justify="left" if col in ("model", "loss") else "right")
+        table.add_column(col, justify="left" if col in ("model", "loss") else "right", no_wrap=col in ("model", "loss"))
     for r in rows:
         table.add_row(r["model"], r["loss"], f"{r['train_images_per_sec']:,.0f}", str(r["eval_runs"]),
                       duration(r["eval_run_seconds"]), str(r["tuning_trials"]), duration(r["tuning_seconds_at_most"]))
@@ -307,8 +312,6 @@ def print_estimate(experiment, name: str) -> int:
 
 def worker_env(index: int) -> dict:
     """A local worker's environment: on a machine with several GPUs, each worker gets its own."""
-    import os
-
     import torch
 
     gpus = torch.cuda.device_count()
