@@ -222,8 +222,9 @@ def answers(groups: list[Group], comparisons, shots: Shots | None = None) -> lis
             rest = [g for g in mine[1:] if id(g) in tests]
             if rest:
                 t, p = tests[id(rest[0])]
-                head += (f"; plain ce leads, the next best {rest[0].loss} is {t.mean_diff * 100:+.2f} pp "
-                         f"(p_Holm {p:.2g}: {'separable' if p < ALPHA else 'not separable'} from ce)")
+                tested = "no test: too few paired seeds" if math.isnan(p) else (
+                    f"p_Holm {p:.2g}: {'separable' if p < ALPHA else 'not separable'} from ce")
+                head += f"; plain ce leads, the next best {rest[0].loss} is {t.mean_diff * 100:+.2f} pp ({tested})"
                 if not p < ALPHA:
                     head += sensitivity(t)
         elif id(best) in tests:
