@@ -10,7 +10,7 @@ on top.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from bench.datasets import prepare_splits
 from bench.experiment import Experiment
@@ -18,26 +18,21 @@ from bench.speed import measure_speed
 from bench.tuning import SearchSpace
 
 
-@dataclass(frozen=True)
-class Speed:
-    train_images_per_sec: float
-    eval_images_per_sec: float
-
-
 def split_sizes(config) -> dict[str, int]:
     data = prepare_splits(config)
     return {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
 
 
-def run_seconds(sizes: dict[str, int], speed: Speed, epochs: int, test: bool) -> float:
-    """One run: each epoch trains on the training split and evaluates the validation split."""
-    epoch = sizes["train"] / speed.train_images_per_sec + sizes["val"] / speed.eval_images_per_sec
-    return epochs * epoch + (sizes["test"] / speed.eval_images_per_sec if test else 0.0)
+def run_seconds(sizes: dict[str, int], speed: dict, epochs: int, test: bool) -> float:
+    """One run, at `bench speed`'s measured rates: each epoch trains on the training split and
+    evaluates the validation split."""
+    train, evaluate = speed["train_images_per_sec"], speed["eval_images_per_sec"]
+    return epochs * (sizes["train"] / train + sizes["val"] / evaluate) + (sizes["test"] / evaluate if test else 0.0)
 
 
 def estimate(experiment: Experiment, steps: int = 10, warmup: int = 3, measure=measure_speed, sizes_of=split_sizes) -> list[dict]:
     """One row per cell: its eval runs and tuning trials and their seconds on this machine."""
-    speeds: dict[tuple, Speed] = {}
+    speeds: dict[tuple, dict] = {}
     sizes: dict[str, dict] = {}
     ref = experiment.cells[0].config
 
@@ -53,10 +48,9 @@ def estimate(experiment: Experiment, steps: int = 10, warmup: int = 3, measure=m
         config = cell.config
         key = (config.model, config.image_size, config.batch_size, config.precision, config.device, config.compile)
         if key not in speeds:
-            measured = measure(replace(config, limit_train=min(config.limit_train or 2048, 2048)), steps, warmup)
-            speeds[key] = Speed(measured["train_images_per_sec"], measured["eval_images_per_sec"])
+            speeds[key] = measure(replace(config, limit_train=min(config.limit_train or 2048, 2048)), steps, warmup)
         speed = speeds[key]
-        row = {"model": config.model, "loss": config.loss, "train_images_per_sec": speed.train_images_per_sec,
+        row = {"model": config.model, "loss": config.loss, "train_images_per_sec": speed["train_images_per_sec"],
                "eval_runs": len(experiment.seeds),
                "eval_run_seconds": run_seconds(sizes_for(config), speed, config.epochs, test=True),
                "tuning_trials": 0, "tuning_seconds_at_most": 0.0}

@@ -200,9 +200,16 @@ def paired_table(comparisons) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sensitivity(test) -> str:
+NO_TEST = "no test: too few paired seeds"
+
+
+def separable(p_holm: float) -> str:
+    return "separable" if p_holm < ALPHA else "not separable"
+
+
+def sensitivity(test, p_holm: float) -> str:
     """What 'not separable' can still hide: the difference the paired test would have found."""
-    if math.isnan(test.detectable):
+    if math.isnan(test.detectable) or math.isnan(p_holm) or p_holm < ALPHA:
         return ""
     return (f" (with {test.n} paired seeds this test finds a true difference of ±{test.detectable * 100:.2f} pp "
             f"{POWER:.0%} of the time, before correction)")
@@ -222,17 +229,14 @@ def answers(groups: list[Group], comparisons, shots: Shots | None = None) -> lis
             rest = [g for g in mine[1:] if id(g) in tests]
             if rest:
                 t, p = tests[id(rest[0])]
-                tested = "no test: too few paired seeds" if math.isnan(p) else (
-                    f"p_Holm {p:.2g}: {'separable' if p < ALPHA else 'not separable'} from ce")
-                head += f"; plain ce leads, the next best {rest[0].loss} is {t.mean_diff * 100:+.2f} pp ({tested})"
-                if not p < ALPHA:
-                    head += sensitivity(t)
+                head += (f"; plain ce leads, the next best {rest[0].loss} is {t.mean_diff * 100:+.2f} pp "
+                         f"({NO_TEST if math.isnan(p) else f'p_Holm {p:.2g}: {separable(p)} from ce'})")
+                head += sensitivity(t, p)
         elif id(best) in tests:
             t, p = tests[id(best)]
-            verdict = "not separable" if math.isnan(p) or p >= ALPHA else "separable"
-            head += f"; vs ce {t.mean_diff * 100:+.2f} pp, p_Holm {p:.2g}: **{verdict} from ce** at {ALPHA:g}"
-            if verdict == "not separable":
-                head += sensitivity(t)
+            head += f"; vs ce {t.mean_diff * 100:+.2f} pp" + (
+                f" ({NO_TEST})" if math.isnan(p) else f", p_Holm {p:.2g}: **{separable(p)} from ce** at {ALPHA:g}")
+            head += sensitivity(t, p)
         else:
             head += "; no plain-ce baseline on the same seeds to test against"
         if shots and id(best) in bases:
