@@ -16,7 +16,7 @@ from bench.imagefolder import ImageSet
 
 def place(images: torch.Tensor, device: torch.device, share: float = 0.5) -> torch.Tensor:
     """On the GPU when the split takes at most `share` of its free memory; otherwise in pinned
-    host memory, from which each batch is copied asynchronously."""
+    host memory, from which each batch is gathered into pinned memory and copied asynchronously."""
     if device.type != "cuda":
         return images
     free, _ = torch.cuda.mem_get_info(device)
@@ -39,7 +39,9 @@ class TensorBatches:
     ) -> None:
         self.device = device
         self.images = place(data.images, device)
-        self.labels = data.labels.to(self.images.device)
+        self.labels = data.labels.to(device)  # small: always on the device
+        # Indexing a pinned tensor gives a pageable one, whose copy blocks the host: re-pin it.
+        self.pin_batches = self.images.is_pinned()
         self.batch_size = batch_size
         self.mean = torch.tensor(mean, device=device)
         self.std = torch.tensor(std, device=device)
@@ -63,7 +65,8 @@ class TensorBatches:
         return torch.randperm(len(self.labels), generator=generator)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self.order(epoch).to(self.labels.device)
+        order = self.order(epoch)
+        host_order, order = order.to(self.images.device), order.to(self.device)
         augment = self.train and self.crop_pad > 0
         if augment:  # the whole epoch's draws, copied to the device once
             sizes = [min(self.batch_size, len(order) - i * self.batch_size) for i in range(len(self))]
@@ -71,9 +74,11 @@ class TensorBatches:
             offsets, flips = (t.to(self.device) for t in draw_crop_flip(sizes, self.crop_pad, generator))
         for i in range(len(self)):
             batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            index = order[batch]
-            images = self.images[index].to(self.device, non_blocking=True)
+            images = self.images[host_order[batch]]
+            if self.pin_batches:
+                images = images.pin_memory()
+            images = images.to(self.device, non_blocking=True)
             if augment:
                 images = random_crop_flip(images, self.crop_pad, offsets[:, batch], flips[batch])
             x = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
-            yield x, self.labels[index].to(self.device, non_blocking=True)
+            yield x, self.labels[order[batch]]

@@ -12,6 +12,7 @@ from bench.config import RunConfig
 from bench.datasets import channel_stats, prepare_splits, stratified_pick
 from bench.errors import UsageError
 from bench.imagefolder import ImageSet, load_image_tree
+from bench import loader
 from bench.loader import TensorBatches
 
 
@@ -50,10 +51,22 @@ def test_random_crop_flip_matches_pad_slice_flip():
     assert flips.any() and not flips.all()
 
 
-def batches_of(seed):
+def batches_of(seed, device="cpu"):
     pixels = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(9))
     data = ImageSet(pixels, torch.arange(40) % 4, list("abcd"))
-    return TensorBatches(data, 8, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"), train=True, seed=seed)
+    return TensorBatches(data, 8, (0.5,) * 3, (0.25,) * 3, torch.device(device), train=True, seed=seed)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_split_in_pinned_host_memory_gives_the_batches_of_one_on_the_gpu(monkeypatch):
+    """A split too big for the GPU stays in pinned host memory, and each batch is gathered into
+    pinned memory again (indexing gives a pageable tensor, whose copy would block the host)."""
+    on_gpu = [(x.cpu(), y.cpu()) for x, y in batches_of(0, "cuda").epoch(1)]
+    monkeypatch.setattr(loader, "place", lambda images, device: images.pin_memory())
+    pinned = batches_of(0, "cuda")
+    assert pinned.pin_batches and pinned.labels.is_cuda
+    from_host = [(x.cpu(), y.cpu()) for x, y in pinned.epoch(1)]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(on_gpu, from_host))
 
 
 def test_batches_depend_only_on_seed_and_epoch():
