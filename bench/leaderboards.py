@@ -413,6 +413,36 @@ def provenance(records: list[dict], command: str) -> list[str]:
     return lines + [f"- reproduce: `{command}`"]
 
 
+def compute_time(records: list[dict]) -> tuple[float, int]:
+    """Hours the runs took, and how many of them predate whole-run timing: for those, only
+    start-up and training epochs are known (validation and test time are missing)."""
+    seconds, partial = 0.0, 0
+    for r in records:
+        timing = r.get("timing", {})
+        if "wall_seconds" in timing:
+            seconds += timing["wall_seconds"]
+        else:
+            partial += 1
+            seconds += timing.get("setup_seconds", 0.0) + sum(e.get("seconds", 0.0) for e in r.get("history", []))
+    return seconds / 3600, partial
+
+
+def compute_line(evals: list[dict], trials: list[dict]) -> str:
+    """Machine time of the eval runs and tuning trials behind a table, whatever became of them."""
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}{'' if n == 1 else 's'}"
+
+    parts, partial = [], 0
+    for what, records in (("eval run", evals), ("tuning trial", trials)):
+        if records:
+            hours, untimed = compute_time(records)
+            parts.append(f"{count(len(records), what)} {hours:.2f} h")
+            partial += untimed
+    note = (f" (for {count(partial, 'record')} made before bench timed whole runs: start-up and training epochs "
+            "only, without validation and test)") if partial else ""
+    return "- compute: " + ", ".join(parts) + ": each record's wall time, summed over resumes" + note
+
+
 SECTIONS = (
     ("## Paired comparison against cross-entropy (same model, same seeds; Holm-corrected over this table)",
      "paired_vs_ce"),
@@ -431,6 +461,7 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
         raise UsageError(f"no run records found under {', '.join(map(str, paths))}; run 'bench run' or 'bench grid' first")
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    found = records
     stale = superseded(records)
     stale_ids = {id(r) for r in stale}
     records = [r for r in records if id(r) not in stale_ids]
@@ -488,6 +519,8 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
         for alt, key in FIGURES:
             lines += [f"![{alt}]({files[key]})", ""]
         lines += provenance(dataset_records, command)
+        ran = [r for r in found if r["dataset"]["name"] == dataset]  # whatever became of them
+        lines.insert(-1, compute_line([r for r in ran if is_eval_record(r)], [r for r in ran if not is_eval_record(r)]))
         if bad:
             lines += ["", "## Unreadable records (left out)", "", *[f"- {b}" for b in bad]]
         path = Path(f"{base}.md")

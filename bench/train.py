@@ -352,6 +352,10 @@ def run(
             record.update(status="failed", reason="the process stopped unexpectedly")
         record["config"]["batch_size_used"] = batch_size
         record["finished"] = utc_now()
+        # The whole run's wall time (start-up, training, validation, test), over every resume.
+        info["wall_seconds"] = info.get("wall_seconds", 0.0) + time.perf_counter() - setup_start
+        write_json_atomic(info_path, info)
+        record["timing"]["wall_seconds"] = info["wall_seconds"]
         write_history_csv(folder / HISTORY_NAME, record["history"])
         write_json_atomic(folder / RECORD_NAME, record)
     if record["status"] == "completed":

@@ -105,12 +105,15 @@ def test_tuned_rows_show_their_values_pair_with_tuned_ce_and_ignore_tuning_trial
     for seed in range(5):
         for r in (tuned_record("ce", {"label_smoothing": 0.0}, seed, accs["ce"][seed], 0.0612, []),
                   tuned_record("focal", {"gamma": 1.4142}, seed, accs["focal"][seed], 0.0311, ["gamma"])):
+            r["timing"] = {"wall_seconds": 330.0}
             write_json_atomic(runs / r["run_id"] / "record.json", r)
     trial = fake_record("cnn", "focal", {"gamma": 3.0}, 100, 0.0, status="pruned")
     trial["trial"] = {"study": "tune-focal", "number": 3}
+    trial.update(timing={"setup_seconds": 60.0}, history=[{"epoch": 1, "val_acc": 0.1, "seconds": 120.0}])
     write_json_atomic(runs / "tuning" / "trials" / "t3" / "record.json", trial)
     diverged = tuned_record("focal", {"gamma": 1.4142}, 5, 0.0, 0.0311, ["gamma"])
-    diverged.update(status="diverged", reason="non-finite training loss at epoch 1, step 3", metrics={})
+    diverged.update(status="diverged", reason="non-finite training loss at epoch 1, step 3", metrics={},
+                    timing={"wall_seconds": 300.0})
     write_json_atomic(runs / "diverged" / "record.json", diverged)
     [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
     text = path.read_text()
@@ -122,6 +125,9 @@ def test_tuned_rows_show_their_values_pair_with_tuned_ce_and_ignore_tuning_trial
     assert cells(row)[:2] == ["cnn", "focal(gamma=1.41, lr 0.0311)"] and cells(row)[-2] == "yes"
     assert "pruned" not in text and "tune-focal" not in text
     assert "8 trials of 2 epochs, objective val_acc, pruner hyperband, tuning seed 100" in text
+    # the machine time behind the table counts the diverged run and the trial too
+    assert ("- compute: 11 eval runs 1.00 h, 1 tuning trial 0.05 h: each record's wall time, summed over resumes "
+            "(for 1 record made before bench timed whole runs: start-up and training epochs only") in text
 
 
 def test_machine_formats(results, tmp_path):

@@ -80,10 +80,13 @@ def test_sigterm_checkpoints_mid_epoch_and_exits_143(tmp_path, uninterrupted):
     [path] = tmp_path.glob("*/record.json")
     record = json.loads(path.read_text())
     assert record["status"] == "interrupted" and "--resume" in record["reason"]
+    first_part = record["timing"]["wall_seconds"]
     resumed = start(tmp_path, "--resume")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
     record = final_metrics(tmp_path)
     assert record["resumed_from"]["step"] > 0, "SIGTERM should checkpoint inside the epoch"
+    # wall time adds up over the resume: the stopped part and the resumed part
+    assert record["timing"]["wall_seconds"] > first_part + record["timing"]["setup_seconds"] > first_part > 0
     assert_same_result(record, uninterrupted)
     # resuming a completed run returns it without training again
     again = start(tmp_path, "--resume")
