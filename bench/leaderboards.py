@@ -224,7 +224,7 @@ def answers(groups: list[Group], comparisons, shots: Shots | None = None) -> lis
     for model in sorted({g.model for g in groups}):
         mine = sorted((g for g in groups if g.model == model), key=lambda g: g.summary("accuracy").mean, reverse=True)
         best, acc = mine[0], mine[0].summary("accuracy")
-        head = f"- **{model}**: best **{best.loss}**, {acc.mean * 100:.2f}% over {acc.n} seeds"
+        head = f"- **{model}**: best **{best.loss}**, {acc.mean * 100:.2f}% over {acc.n} seed{'' if acc.n == 1 else 's'}"
         if best.is_baseline:
             rest = [g for g in mine[1:] if id(g) in tests]
             if rest:

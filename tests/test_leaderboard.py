@@ -256,3 +256,13 @@ def test_not_separable_says_what_difference_the_seeds_could_have_found(tmp_path)
     assert f"**not separable from ce** at 0.05 (with 5 paired seeds this test finds a true difference of ±{expected:.2f} pp 80% of the time" in text
     [row] = markdown_tables(text)[1][2:]
     assert cells(row)[-2:] == ["no", f"{expected:.2f}"]
+
+
+def test_a_one_seed_cell_is_answered_without_a_test(tmp_path):
+    runs = tmp_path / "runs"
+    for loss in ("ce", "focal"):
+        r = fake_record("cnn", loss, {}, 0, 0.6 if loss == "ce" else 0.62)
+        write_json_atomic(runs / r["run_id"] / "record.json", r)
+    [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
+    text = path.read_text()
+    assert "- **cnn**: best **focal**, 62.00% over 1 seed; vs ce +2.00 pp (no test: too few paired seeds)" in text
