@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,19 @@ from bench.errors import UsageError
 OPTIMIZERS = {"sgd": 0.05, "adamw": 1e-3}  # name -> default learning rate
 LR_RANGES = {"sgd": (1e-3, 0.5), "adamw": (1e-5, 1e-2)}  # name -> the tuner's default lr search range
 TUNE_OBJECTIVES = ("val_acc", "val_nll")
+EDGE_SHARE = 0.1  # a tuned lr in the outer tenth (log scale) of its search range sits at its edge
+
+
+def lr_edge_note(lr: float, lr_range) -> str:
+    """'' unless a tuned lr lies at the edge of the range searched, where a better one may lie beyond."""
+    if not lr_range:
+        return ""
+    low, high = lr_range
+    position = (math.log(lr) - math.log(low)) / (math.log(high) - math.log(low))
+    if EDGE_SHARE <= position <= 1 - EDGE_SHARE:
+        return ""
+    side = "top" if position > 0.5 else "bottom"
+    return f"lr {lr:.3g} is at the {side} of its tuning range {low:g}–{high:g}: a better lr may lie beyond it"
 PRUNERS = ("hyperband", "median")
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")

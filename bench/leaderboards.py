@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.config import lr_edge_note
 from bench.losses import LOSSES
 from bench.record import RECORD_NAME, load_record
 from bench.stats import POWER, Summary, compare_by_seed, holm, summarize
@@ -244,6 +245,10 @@ def answers(groups: list[Group], comparisons, shots: Shots | None = None) -> lis
             few = shots.classes["few"]
             gain = summarize(shot_accuracy(best, few)).mean - summarize(shot_accuracy(base, few)).mean
             head += f"; few-shot accuracy {gain * 100:+.2f} pp vs ce"
+        for g in mine:  # a row whose tuned lr sat at the edge of its range may be better than it looks
+            if g.tuning and "lr" in g.tuning.get("params", {}) and (note := lr_edge_note(
+                    g.tuning["params"]["lr"], g.tuning.get("lr_range"))):
+                head += f"; for {g.loss} the {note}"
         lines.append(head)
     return lines
 

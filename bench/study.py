@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from bench.config import lr_edge_note
 from bench.errors import UsageError
 from bench.experiment import Cell, Experiment, TuneSpec
 from bench.grids import run_grid, run_grid_shared
@@ -88,7 +89,8 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log)
     config = spec.trial_config(cell.config)
     space = SearchSpace.of(config, cell.lr_fixed, spec.lr)
     info = {"study": None, "trials": 0, "objective": spec.objective, "best_value": None, "params": {},
-            "seed": spec.seed, "epochs": config.epochs, "limit_train": config.limit_train, "pruner": spec.pruner}
+            "seed": spec.seed, "epochs": config.epochs, "limit_train": config.limit_train, "pruner": spec.pruner,
+            "lr_range": list(space.lr) if space.lr else None}
     if not space.lr and not space.loss_params:
         return info  # everything given: nothing to tune, the cell runs as written
     name = study_name(cell, spec)
@@ -144,6 +146,8 @@ def run_study(experiment: Experiment, out: Path, storage_url: str | None, make_r
         shown = ", ".join(f"{k}={v:.4g}" for k, v in tuning["params"].items()) or "nothing tuned"
         log(f"cell {i}/{len(experiment.cells)} {cell.config.model} x {cell.config.loss}: {shown} "
             f"({tuning['trials']} trials)")
+        if note := lr_edge_note(tuning["params"].get("lr", 1.0), tuning["lr_range"]):
+            log(f"  warning: {note}; widen [tune] lr = [low, high] (every cell is then tuned anew)")
         for seed in experiment.seeds:
             configs.append(eval_config(cell, spec, tuning, seed))
             extras.append({"tuning": tuning})

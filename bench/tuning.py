@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.checkpoint import Interrupted
-from bench.config import LR_RANGES, RunConfig
+from bench.config import LR_RANGES, RunConfig, lr_edge_note
 from bench.errors import UsageError
 from bench.losses import get_loss
 from bench.report import QuietReporter
@@ -236,6 +236,8 @@ def tune(
     best = study.best_trial
     best_path = out / f"{study_name}.best.json"
     tuned = space.apply(best.params, config)
+    if note := lr_edge_note(tuned.lr, space.lr):
+        log(f"warning: {note}; an experiment file's [tune] lr = [low, high] searches a wider range")
     best_path.write_text(json.dumps({
         "model": config.model, "loss": config.loss, "dataset": config.dataset,
         "lr": tuned.lr, "weight_decay": tuned.weight_decay, "loss_params": tuned.loss_params,

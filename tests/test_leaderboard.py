@@ -266,3 +266,22 @@ def test_a_one_seed_cell_is_answered_without_a_test(tmp_path):
     [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
     text = path.read_text()
     assert "- **cnn**: best **focal**, 62.00% over 1 seed; vs ce +2.00 pp (no test: too few paired seeds)" in text
+
+
+def test_a_tuned_lr_at_the_edge_of_its_range_is_flagged(tmp_path):
+    """A loss that needs an lr outside the searched range looks worse than it is: the answer says so."""
+    from bench.config import lr_edge_note
+
+    assert lr_edge_note(0.45, (0.001, 0.5)).startswith("lr 0.45 is at the top of its tuning range 0.001–0.5")
+    assert "bottom" in lr_edge_note(0.0011, (0.001, 0.5))
+    assert lr_edge_note(0.03, (0.001, 0.5)) == "" and lr_edge_note(0.45, None) == ""
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        for r in (tuned_record("ce", {"label_smoothing": 0.0}, seed, 0.60 + 0.01 * seed, 0.03, []),
+                  tuned_record("l1", {}, seed, 0.30 + 0.01 * seed, 0.47, [])):
+            r["tuning"]["lr_range"] = [0.001, 0.5]
+            write_json_atomic(runs / r["run_id"] / "record.json", r)
+    [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
+    text = path.read_text()
+    assert "; for l1(lr 0.47) the lr 0.47 is at the top of its tuning range 0.001–0.5: a better lr may lie beyond it" in text
+    assert "for ce(lr 0.03) the" not in text

@@ -12,6 +12,8 @@ import time
 import optuna
 import pytest
 
+from bench.config import lr_edge_note
+
 STUDY = """
 dataset = "cifar10-sample"
 models = ["cnn-tiny"]
@@ -83,6 +85,7 @@ def test_study_tunes_each_cell_then_runs_the_best_over_the_eval_seeds(cli, tmp_p
         t = r["tuning"]
         assert t["trials"] == 3 and t["objective"] == "val_acc" and t["seed"] == 100 and t["epochs"] == 2
         assert 0.005 <= t["params"]["lr"] <= 0.5 and r["config"]["lr"] == t["params"]["lr"]
+        assert t["lr_range"] == [0.005, 0.5]  # what was searched, so a board can say when lr sat at its edge
         assert "test" in r["metrics"]
         if r["config"]["loss"] == "ce":
             assert set(t["params"]) == {"lr"} and r["config"]["loss_params"]["label_smoothing"] == 0.0
@@ -93,6 +96,8 @@ def test_study_tunes_each_cell_then_runs_the_best_over_the_eval_seeds(cli, tmp_p
     assert len(tuned) == 2 and all(r["config"]["loss_params"]["gamma"] == r["tuning"]["params"]["gamma"] for r in tuned)
     assert {r["config"]["seed"] for r in evals} == {0, 1}
     assert all(r["config"]["data_root"] is None for r in evals)
+    at_edge = {r["tuning"]["study"] for r in evals if lr_edge_note(r["config"]["lr"], r["tuning"]["lr_range"])}
+    assert out.count("warning: lr ") == len(at_edge), out
 
     trials = records(runs / "tuning" / "trials")
     assert len(trials) == 9 and all("test" not in r["metrics"] and r["trial"]["study"] for r in trials)
