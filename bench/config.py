@@ -14,6 +14,12 @@ from bench.errors import UsageError
 OPTIMIZERS = {"sgd": 0.05, "adamw": 1e-3}  # name -> default learning rate
 LR_RANGES = {"sgd": (1e-3, 0.5), "adamw": (1e-5, 1e-2)}  # name -> the tuner's default lr search range
 TUNE_OBJECTIVES = ("val_acc", "val_nll")
+PRUNERS = ("hyperband", "median")
+SCHEDULES = ("cosine", "step", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NOISE_TYPES = ("symmetric", "asymmetric")
+STEMS = ("auto", "cifar", "imagenet")  # cifar: 3x3 stride-1 stem for small inputs (timm models)
 EDGE_SHARE = 0.1  # a tuned lr in the outer tenth (log scale) of its search range sits at its edge
 
 
@@ -27,12 +33,6 @@ def lr_edge_note(lr: float, lr_range) -> str:
         return ""
     side = "top" if position > 0.5 else "bottom"
     return f"lr {lr:.3g} is at the {side} of its tuning range {low:g}–{high:g}: a better lr may lie beyond it"
-PRUNERS = ("hyperband", "median")
-SCHEDULES = ("cosine", "step", "constant")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-NOISE_TYPES = ("symmetric", "asymmetric")
-STEMS = ("auto", "cifar", "imagenet")  # cifar: 3x3 stride-1 stem for small inputs (timm models)
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ def run_study(experiment: Experiment, out: Path, storage_url: str | None, make_r
         shown = ", ".join(f"{k}={v:.4g}" for k, v in tuning["params"].items()) or "nothing tuned"
         log(f"cell {i}/{len(experiment.cells)} {cell.config.model} x {cell.config.loss}: {shown} "
             f"({tuning['trials']} trials)")
-        if note := lr_edge_note(tuning["params"].get("lr", 1.0), tuning["lr_range"]):
+        if "lr" in tuning["params"] and (note := lr_edge_note(tuning["params"]["lr"], tuning["lr_range"])):
             log(f"  warning: {note}; widen [tune] lr = [low, high] (every cell is then tuned anew)")
         for seed in experiment.seeds:
             configs.append(eval_config(cell, spec, tuning, seed))
