@@ -35,6 +35,13 @@ def lr_edge_note(lr: float, lr_range) -> str:
     return f"lr {lr:.3g} is at the {side} of its tuning range {low:g}–{high:g}: a better lr may lie beyond it"
 
 
+def tuned_lr_note(tuning: dict | None) -> str:
+    """lr_edge_note for an eval record's `tuning` entry ('' where lr was not tuned)."""
+    if not tuning or "lr" not in tuning.get("params", {}):
+        return ""
+    return lr_edge_note(tuning["params"]["lr"], tuning.get("lr_range"))
+
+
 @dataclass(frozen=True)
 class RunConfig:
     model: str

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.config import lr_edge_note
+from bench.config import tuned_lr_note
 from bench.losses import LOSSES
 from bench.record import RECORD_NAME, load_record
 from bench.stats import POWER, Summary, compare_by_seed, holm, summarize
@@ -204,6 +204,10 @@ def paired_table(comparisons) -> pd.DataFrame:
 NO_TEST = "no test: too few paired seeds"
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def separable(p_holm: float) -> str:
     return "separable" if p_holm < ALPHA else "not separable"
 
@@ -225,7 +229,7 @@ def answers(groups: list[Group], comparisons, shots: Shots | None = None) -> lis
     for model in sorted({g.model for g in groups}):
         mine = sorted((g for g in groups if g.model == model), key=lambda g: g.summary("accuracy").mean, reverse=True)
         best, acc = mine[0], mine[0].summary("accuracy")
-        head = f"- **{model}**: best **{best.loss}**, {acc.mean * 100:.2f}% over {acc.n} seed{'' if acc.n == 1 else 's'}"
+        head = f"- **{model}**: best **{best.loss}**, {acc.mean * 100:.2f}% over {plural(acc.n, 'seed')}"
         if best.is_baseline:
             rest = [g for g in mine[1:] if id(g) in tests]
             if rest:
@@ -246,8 +250,7 @@ def answers(groups: list[Group], comparisons, shots: Shots | None = None) -> lis
             gain = summarize(shot_accuracy(best, few)).mean - summarize(shot_accuracy(base, few)).mean
             head += f"; few-shot accuracy {gain * 100:+.2f} pp vs ce"
         for g in mine:  # a row whose tuned lr sat at the edge of its range may be better than it looks
-            if g.tuning and "lr" in g.tuning.get("params", {}) and (note := lr_edge_note(
-                    g.tuning["params"]["lr"], g.tuning.get("lr_range"))):
+            if note := tuned_lr_note(g.tuning):
                 head += f"; for {g.loss} the {note}"
         lines.append(head)
     return lines
@@ -391,7 +394,9 @@ def markdown(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, tablefmt="github", disable_numparse=True) if len(df) else "_none_"
 
 
-def provenance(records: list[dict], command: str) -> list[str]:
+def provenance(records: list[dict], ran: list[dict], command: str) -> list[str]:
+    """Where and how the table's `records` were made; `ran` is every run behind it, tuning
+    trials and runs that did not complete included, for the machine time."""
     def values(path: tuple[str, str]) -> str:
         found = sorted({str(r.get(path[0], {}).get(path[1])) for r in records})
         return ", ".join(found)
@@ -415,7 +420,8 @@ def provenance(records: list[dict], command: str) -> list[str]:
     if budgets:
         lines.append("- tuned per row on the validation split (test never seen), then the best values unchanged "
                      "on every seed; tuning budget per row: " + "; ".join(budgets))
-    return lines + [f"- reproduce: `{command}`"]
+    evals = [r for r in ran if is_eval_record(r)]
+    return lines + [compute_line(evals, [r for r in ran if not is_eval_record(r)]), f"- reproduce: `{command}`"]
 
 
 def compute_time(records: list[dict]) -> tuple[float, int]:
@@ -434,16 +440,13 @@ def compute_time(records: list[dict]) -> tuple[float, int]:
 
 def compute_line(evals: list[dict], trials: list[dict]) -> str:
     """Machine time of the eval runs and tuning trials behind a table, whatever became of them."""
-    def count(n: int, what: str) -> str:
-        return f"{n} {what}{'' if n == 1 else 's'}"
-
     parts, partial = [], 0
     for what, records in (("eval run", evals), ("tuning trial", trials)):
         if records:
             hours, untimed = compute_time(records)
-            parts.append(f"{count(len(records), what)} {hours:.2f} h")
+            parts.append(f"{plural(len(records), what)} {hours:.2f} h")
             partial += untimed
-    note = (f" (for {count(partial, 'record')} made before bench timed whole runs: start-up and training epochs "
+    note = (f" (for {plural(partial, 'record')} made before bench timed whole runs: start-up and training epochs "
             "only, without validation and test)") if partial else ""
     return "- compute: " + ", ".join(parts) + ": each record's wall time, summed over resumes" + note
 
@@ -466,7 +469,7 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
         raise UsageError(f"no run records found under {', '.join(map(str, paths))}; run 'bench run' or 'bench grid' first")
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    found = records
+    every_record = records  # the superseded ones too: they took machine time
     stale = superseded(records)
     stale_ids = {id(r) for r in stale}
     records = [r for r in records if id(r) not in stale_ids]
@@ -523,9 +526,7 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
                       "replaced with other best values; their records stay in the results folder.", ""]
         for alt, key in FIGURES:
             lines += [f"![{alt}]({files[key]})", ""]
-        lines += provenance(dataset_records, command)
-        ran = [r for r in found if r["dataset"]["name"] == dataset]  # whatever became of them
-        lines.insert(-1, compute_line([r for r in ran if is_eval_record(r)], [r for r in ran if not is_eval_record(r)]))
+        lines += provenance(dataset_records, [r for r in every_record if r["dataset"]["name"] == dataset], command)
         if bad:
             lines += ["", "## Unreadable records (left out)", "", *[f"- {b}" for b in bad]]
         path = Path(f"{base}.md")

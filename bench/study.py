@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from bench.config import lr_edge_note
+from bench.config import tuned_lr_note
 from bench.errors import UsageError
 from bench.experiment import Cell, Experiment, TuneSpec
 from bench.grids import run_grid, run_grid_shared
@@ -146,7 +146,7 @@ def run_study(experiment: Experiment, out: Path, storage_url: str | None, make_r
         shown = ", ".join(f"{k}={v:.4g}" for k, v in tuning["params"].items()) or "nothing tuned"
         log(f"cell {i}/{len(experiment.cells)} {cell.config.model} x {cell.config.loss}: {shown} "
             f"({tuning['trials']} trials)")
-        if "lr" in tuning["params"] and (note := lr_edge_note(tuning["params"]["lr"], tuning["lr_range"])):
+        if note := tuned_lr_note(tuning):
             log(f"  warning: {note}; widen [tune] lr = [low, high] (every cell is then tuned anew)")
         for seed in experiment.seeds:
             configs.append(eval_config(cell, spec, tuning, seed))
