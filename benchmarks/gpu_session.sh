@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Issue #15 in one device call (a lent GPU machine gives a session about 15 minutes, one call of at
+# most 10): every step has its own time box, writes under $OUT as it goes, and a step that fails or
+# runs out of time never stops the next one.
+#   1. the GPU-only tests (the pinned-batch path)
+#   2. the speed matrix (benchmarks/gpu_matrix.py): every family x fp32/bf16/fp16 x 32/64/128 px
+#   3. the GPU board (leaderboards/imagenet10-gpu), --workers processes sharing one GPU; stopped
+#      with SIGINT at its box, so unfinished runs are recorded as interrupted
+#   4. one timed cnn x ce run on CIFAR-10 (the CPU board's tuned lr, 10 epochs), bf16
+#   5. the matrix with torch.compile, bf16, 32 px (last: compiling is the slowest and least sure)
+#
+# Here, once:  mkdir -p .gpu-data && cp ../shared/datasets/{cifar10-jpeg,imagenette-64}.tar.gz .gpu-data/
+#              echo /.gpu-data/ >> .git/info/exclude   (and optuna's wheels in .whl/, see ../.library/device)
+# There (carry .gpu-data and .whl):
+#   BENCH_GIT_COMMIT=<HEAD here> bash benchmarks/gpu_session.sh
+# Boxes and sizes are variables (MATRIX_BOX, BOARD_BOX, WORKERS, ...) so the script can be tried
+# end to end on a CPU with tiny settings first.
+set -u
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 BENCH_HEARTBEAT_SECONDS=${BENCH_HEARTBEAT_SECONDS:-3}
+export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+DATA=../shared/datasets
+PY=${PY:-python3}
+SETUP_BOX=${SETUP_BOX:-45} TEST_BOX=${TEST_BOX:-30} MATRIX_BOX=${MATRIX_BOX:-135} BOARD_BOX=${BOARD_BOX:-215}
+TIMED_BOX=${TIMED_BOX:-55} COMPILE_BOX=${COMPILE_BOX:-55} WORKERS=${WORKERS:-6}
+MATRIX_ARGS=${MATRIX_ARGS:-"--compile no --steps 30 --warmup 10"}
+COMPILE_ARGS=${COMPILE_ARGS:-"--compile yes --precisions bf16 --inputs cifar10:32 --models cnn,timm:resnet18,mlp2,timm:convnext_atto,resmlp,cnn-tiny --steps 30 --warmup 10"}
+TIMED_ARGS=${TIMED_ARGS:-"--epochs 10"}
+BOARD=${BOARD:-leaderboards/imagenet10-gpu/experiment.toml} RUNS_OUT=${RUNS_OUT:-gpu-runs}
+
+log() { echo "[$(date -u +%T) +${SECONDS}s] $*" | tee -a "$OUT/session.log"; }
+box() {  # box SECONDS NAME COMMAND...: SIGINT at the box, SIGKILL 20 s later; output in $OUT/NAME.log
+    local seconds=$1 name=$2; shift 2
+    log "$name: start (box ${seconds}s)"
+    timeout -s INT -k 20 "$seconds" "$@" >"$OUT/$name.log" 2>&1
+    log "$name: exit $? after ${SECONDS}s in all"
+}
+
+log "setup"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        >>"$OUT/session.log" 2>&1 || log "wheel install failed"
+fi
+mkdir -p "$DATA"
+for f in .gpu-data/*.tar.gz; do [ -e "$DATA/$(basename "$f")" ] || ln -s "$PWD/$f" "$DATA/"; done
+{ nvidia-smi; $PY -c "import torch, timm, optuna; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'timm', timm.__version__, 'optuna', optuna.__version__)"; } \
+    >"$OUT/env.txt" 2>&1
+cat "$OUT/env.txt" | tail -3
+
+# Decode each dataset once (cached for every later step), three at a time, beside the GPU tests.
+decode() { $PY -m bench speed --model mlp2 --dataset imagenet10 --device cpu --steps 1 --warmup 0 --json "$@"; }
+timeout "$SETUP_BOX" $PY -m bench speed --model mlp2 --dataset cifar10 --data-root $DATA/cifar10-jpeg.tar.gz \
+    --device cpu --steps 1 --warmup 0 --json >"$OUT/decode-cifar10.log" 2>&1 &
+timeout "$SETUP_BOX" bash -c "$(declare -f decode); PY=$PY; decode --data-root $DATA/imagenette-64.tar.gz --image-size 64" \
+    >"$OUT/decode-in64.log" 2>&1 &
+timeout "$SETUP_BOX" bash -c "$(declare -f decode); PY=$PY; decode --data-root $DATA/imagenette-64.tar.gz --image-size 128" \
+    >"$OUT/decode-in128.log" 2>&1 &
+box "$TEST_BOX" tests $PY -m pytest -q -p no:cacheprovider tests/test_data.py -k "pinned or cuda or gpu"
+wait
+log "decoded: $(ls ~/.cache/bench/decoded 2>/dev/null | tr '\n' ' ')"
+
+box "$MATRIX_BOX" matrix $PY benchmarks/gpu_matrix.py --data $DATA $MATRIX_ARGS
+box "$BOARD_BOX" board $PY -m bench grid "$BOARD" --workers "$WORKERS"
+
+# The CPU board's cnn x ce cell (leaderboards/cifar10: lr tuned there, plain ce, 10 epochs, seed 0).
+box "$TIMED_BOX" timed $PY -m bench run --model cnn --loss ce --label-smoothing 0 --dataset cifar10 \
+    --data-root $DATA/cifar10-jpeg.tar.gz --lr 0.03576378881291617 --seed 0 --precision bf16 --out "$RUNS_OUT" $TIMED_ARGS
+
+box "$COMPILE_BOX" compile $PY benchmarks/gpu_matrix.py --data $DATA $COMPILE_ARGS
+board_dir=$(dirname "$BOARD")
+log "board records: $(ls "$board_dir"/runs/*/record.json 2>/dev/null | wc -l)"
+tar czf "$OUT/results.tar.gz" --exclude=checkpoint.pt "$board_dir/runs" "$RUNS_OUT" 2>>"$OUT/session.log"
+ls -la "$OUT" >>"$OUT/session.log"
+log "done"
