@@ -39,17 +39,16 @@ def _version(package: str) -> str | None:
 def git_commit(package: Path = Path(__file__).parent) -> str | None:
     """The commit the running code came from, read once per process (a later commit does not
     change what is already imported). `-dirty`: the package's own files differ from it; the
-    records and journals a board writes into the same repository do not count. Code copied
-    without its repository (a device machine's working tree) reads BENCH_GIT_COMMIT instead."""
+    records and journals a board writes into the same repository do not count."""
     def git(*args: str):
         return subprocess.run(["git", *args], cwd=package, capture_output=True, text=True, timeout=5)
 
     try:
         head, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", ".")
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("BENCH_GIT_COMMIT")
+        return None
     if head.returncode != 0:
-        return os.environ.get("BENCH_GIT_COMMIT")
+        return None
     return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
