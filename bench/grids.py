@@ -65,7 +65,8 @@ def run_grid_shared(
     Every grid point is an enqueued trial; workers pop them (atomically, in the storage), so
     several processes or machines split the grid with no point run twice. A worker killed
     mid-run stops its heartbeat; its point is then re-queued (RDB storages) and resumed from
-    its checkpoint by whichever worker pops it.
+    its checkpoint by whichever worker pops it. As with a grid of one process, starting it again
+    re-runs every point that has not completed (stopped by a signal, failed).
     """
     import optuna
 
@@ -88,6 +89,7 @@ def run_grid_shared(
             if time.monotonic() > deadline:
                 raise UsageError(f"grid study {name} in {storage_url} never finished enqueueing its points")
             time.sleep(0.5)
+        requeue_unfinished(study, hashes, out_dir)
     tally: Counter = Counter()
 
     def objective(trial) -> float:
@@ -95,6 +97,8 @@ def run_grid_shared(
             study.stop()
             raise optuna.TrialPruned()
         i = trial.suggest_int("point", 0, len(configs) - 1)
+        if any(t.params.get("point") == i and t.number < trial.number for t in points(optuna.trial.TrialState.RUNNING)):
+            raise optuna.TrialPruned()  # re-queued twice by workers starting at once: the older trial runs it
         status = run_point(configs[i], out_dir, make_reporter, label_of(i + 1, len(configs), configs[i]), log,
                            extras[i] if extras else None)
         tally[status] += 1
@@ -118,3 +122,15 @@ def run_grid_shared(
         if not points(optuna.trial.TrialState.RUNNING):
             return tally
         time.sleep(HEARTBEAT_SECONDS)
+
+
+def requeue_unfinished(study, hashes: list[str], out_dir: Path) -> None:
+    """Enqueue again each point with no completed run and no trial waiting or running: its trial
+    failed, or was stopped by SIGINT / SIGTERM (resumed from its checkpoint when popped)."""
+    import optuna
+
+    held = {t.params.get("point", t.system_attrs.get("fixed_params", {}).get("point"))
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING))}
+    for i, h in enumerate(hashes):
+        if i not in held and find_resumable(out_dir, h)[1] is None:
+            study.enqueue_trial({"point": i}, user_attrs={"config_hash": h})

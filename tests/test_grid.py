@@ -122,6 +122,32 @@ def test_killed_shared_worker_is_requeued_after_its_heartbeat_stops(tmp_path):
     assert not study.get_trials(states=(optuna.trial.TrialState.PRUNED,)), "a lone worker made a placeholder trial"
 
 
+def test_a_shared_grid_started_again_resumes_the_point_a_signal_stopped(tmp_path):
+    """SIGINT fails the point's trial (its run is recorded `interrupted`, checkpoint kept); the next
+    start must enqueue that point again and resume it, not call the grid done without it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "bench", *GRID, "--storage", f"sqlite:///{tmp_path / 'grid.db'}", "--out", str(out)]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("*/checkpoint.pt")) and time.monotonic() < deadline:  # stopped inside a run
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=120) == 130
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    counts = completed_per_point(out)
+    assert len(counts) == 6 and set(counts.values()) == {1}
+    import json
+
+    resumed = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
+    assert any(r.get("resumed_from") for r in resumed), "the stopped point started over instead of resuming"
+
+
 def test_a_grid_refuses_a_journal_storage_before_running_anything(cli, tmp_path):
     code, _, err = cli(*GRID, "--storage", f"journal:{tmp_path / 'grid.journal'}", "--out", str(tmp_path / "runs"))
     assert code == 2 and err.count("\n") == 1 and "no heartbeat" in err and "sqlite:///FILE" in err, err
