@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# Issue #15 in one device call (a lent GPU machine gives a session about 15 minutes, one call of at
-# most 10): every step has its own time box, writes under $OUT as it goes, and a step that fails or
-# runs out of time never stops the next one.
-#   1. the GPU-only tests (the pinned-batch path)
-#   2. the speed matrix (benchmarks/gpu_matrix.py): every family x fp32/bf16/fp16 x 32/64/128 px
-#   3. the GPU board (leaderboards/imagenet10-gpu), --workers processes sharing one GPU; stopped
-#      with SIGINT at its box, so unfinished runs are recorded as interrupted
-#   4. one timed cnn x ce run on CIFAR-10 (the CPU board's tuned lr, 10 epochs), bf16
-#   5. the matrix with torch.compile, bf16, 32 px (last: compiling is the slowest and least sure)
+# Issue #15 on a lent GPU machine (a session gets about 15 minutes of device time, one call at most
+# 10): every step has its own time box, writes under $OUT as it goes, and a step that fails or runs
+# out of time never stops the next one. STEPS picks the steps, in this order:
+#   tests    the GPU-only tests (the pinned-batch path)
+#   matrix   the speed matrix (benchmarks/gpu_matrix.py): every family x fp32/bf16/fp16 x 32/64/128 px
+#   board    the GPU board (leaderboards/imagenet10-gpu), --workers processes sharing one GPU; stopped
+#            with SIGINT at its box (a later start of the same grid resumes what it stopped)
+#   timed    one cnn x ce run on CIFAR-10 (the CPU board's tuned lr, 10 epochs), bf16
+#   compile  the matrix with torch.compile, bf16, 32 px
+#
+# Measured on an H200 (2026-11-26): datasets decoded in 47 s; the matrix took about 230 s (30 steps
+# a configuration); the board about 5 minutes with 6 workers (80 tuning trials, 50 eval runs);
+# timed 25 s; compile 1-28 s a model before its measurement. So the whole issue needs two calls,
+# e.g. STEPS="tests matrix compile" then STEPS="board timed" on the same warm machine.
 #
 # Here, once:  mkdir -p .gpu-data && cp ../shared/datasets/{cifar10-jpeg,imagenette-64}.tar.gz .gpu-data/
 #              echo /.gpu-data/ >> .git/info/exclude   (and optuna's wheels in .whl/, see ../.library/device)
-# There (carry .gpu-data and .whl):
-#   BENCH_GIT_COMMIT=<HEAD here> bash benchmarks/gpu_session.sh
+# There (carry .gpu-data and .whl):  STEPS="..." bash benchmarks/gpu_session.sh
 # Boxes and sizes are variables (MATRIX_BOX, BOARD_BOX, WORKERS, ...) so the script can be tried
-# end to end on a CPU with tiny settings first.
+# end to end on a CPU with tiny settings first. $OUT brings back at most 8 files: the logs come back
+# as one logs.tar.gz, the records as results.tar.gz.
 set -u
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
@@ -22,8 +27,9 @@ export PYTHONUNBUFFERED=1 BENCH_HEARTBEAT_SECONDS=${BENCH_HEARTBEAT_SECONDS:-3}
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 DATA=../shared/datasets
 PY=${PY:-python3}
-SETUP_BOX=${SETUP_BOX:-45} TEST_BOX=${TEST_BOX:-30} MATRIX_BOX=${MATRIX_BOX:-135} BOARD_BOX=${BOARD_BOX:-215}
-TIMED_BOX=${TIMED_BOX:-55} COMPILE_BOX=${COMPILE_BOX:-55} WORKERS=${WORKERS:-6}
+STEPS=${STEPS:-tests matrix board timed compile}
+SETUP_BOX=${SETUP_BOX:-60} TEST_BOX=${TEST_BOX:-30} MATRIX_BOX=${MATRIX_BOX:-270} BOARD_BOX=${BOARD_BOX:-360}
+TIMED_BOX=${TIMED_BOX:-60} COMPILE_BOX=${COMPILE_BOX:-150} WORKERS=${WORKERS:-6}
 MATRIX_ARGS=${MATRIX_ARGS:-"--compile no --steps 30 --warmup 10"}
 COMPILE_ARGS=${COMPILE_ARGS:-"--compile yes --precisions bf16 --inputs cifar10:32 --models cnn,timm:resnet18,mlp2,timm:convnext_atto,resmlp,cnn-tiny --steps 30 --warmup 10"}
 TIMED_ARGS=${TIMED_ARGS:-"--epochs 10"}
@@ -32,6 +38,7 @@ BOARD=${BOARD:-leaderboards/imagenet10-gpu/experiment.toml} RUNS_OUT=${RUNS_OUT:
 log() { echo "[$(date -u +%T) +${SECONDS}s] $*" | tee -a "$OUT/session.log"; }
 box() {  # box SECONDS NAME COMMAND...: SIGINT at the box, SIGKILL 20 s later; output in $OUT/NAME.log
     local seconds=$1 name=$2; shift 2
+    case " $STEPS " in *" $name "*) ;; *) return ;; esac
     log "$name: start (box ${seconds}s)"
     timeout -s INT -k 20 "$seconds" "$@" >"$OUT/$name.log" 2>&1
     log "$name: exit $? after ${SECONDS}s in all"
@@ -71,5 +78,5 @@ box "$COMPILE_BOX" compile $PY benchmarks/gpu_matrix.py --data $DATA $COMPILE_AR
 board_dir=$(dirname "$BOARD")
 log "board records: $(ls "$board_dir"/runs/*/record.json 2>/dev/null | wc -l)"
 tar czf "$OUT/results.tar.gz" --exclude=checkpoint.pt "$board_dir/runs" "$RUNS_OUT" 2>>"$OUT/session.log"
-ls -la "$OUT" >>"$OUT/session.log"
 log "done"
+(cd "$OUT" && tar czf logs.tar.gz ./*.log env.txt && rm -f ./*.log env.txt)
