@@ -142,29 +142,41 @@ def fmt(s: Summary, scale: float = 1.0, digits: int = 2) -> str:
     return f"{s.mean * scale:.{digits}f} ± {s.std * scale:.{digits}f}"
 
 
+UNRANKED = "1 seed: not ranked"
+
+
 def vs_leader(ranked: list[Group]) -> list[str]:
     """Each row against the leader: a t-test on test accuracy (paired on common seeds, else Welch),
-    Holm-corrected over the table; '≈ leader' where the data cannot separate them at ALPHA."""
+    Holm-corrected over the table; '≈ leader' where the data cannot separate them at ALPHA. A
+    one-seed row under a leader of several seeds is not tested (it comes last, see rank_rows)."""
     leader = ranked[0].by_seed("accuracy")
     tests = [compare_by_seed(g.by_seed("accuracy"), leader) for g in ranked[1:]]
     adjusted = holm([t.p_value for t in tests])
     marks = ["leader"]
-    for p in adjusted:
-        if math.isnan(p):
+    for g, p in zip(ranked[1:], adjusted):
+        if len(g.seeds) < 2 <= len(leader):
+            marks.append(UNRANKED)
+        elif math.isnan(p):
             marks.append("≈ leader (no test)")
         else:
             marks.append(f"{'≈ leader' if p >= ALPHA else 'below'} (p_Holm {p:.2g})")
     return marks
 
 
+def rank_rows(groups: list[Group]) -> list[Group]:
+    """By mean test accuracy, rows of several seeds first: a single run can be a lucky one, and
+    the leader is what every other row is tested against."""
+    return sorted(groups, key=lambda g: (len(g.seeds) >= 2, g.summary("accuracy").mean), reverse=True)
+
+
 def main_table(groups: list[Group]) -> pd.DataFrame:
-    ranked = sorted(groups, key=lambda g: g.summary("accuracy").mean, reverse=True)
+    ranked = rank_rows(groups)
     rows = []
     for rank, (g, mark) in enumerate(zip(ranked, vs_leader(ranked)), 1):
         acc = g.summary("accuracy")
         interval = "n/a (1 seed)" if acc.n < 2 else f"[{acc.ci_low * 100:.2f}, {acc.ci_high * 100:.2f}]"
         rows.append({
-            "rank": rank, "model": g.model, "loss": g.loss + (f" ({g.label_suffix})" if g.label_suffix else ""),
+            "rank": "-" if mark == UNRANKED else rank, "model": g.model, "loss": g.loss + (f" ({g.label_suffix})" if g.label_suffix else ""),
             "seeds": acc.n, "test acc %": fmt(acc, 100), "95% CI": interval, "vs leader": mark,
             "macro-F1": fmt(g.summary("macro_f1"), 1, 4), "NLL": fmt(g.summary("nll"), 1, 4),
             "ECE": fmt(g.summary("ece"), 1, 4),
@@ -227,7 +239,7 @@ def answers(groups: list[Group], comparisons, shots: Shots | None = None) -> lis
     bases = {id(g): base for g, base, _, _ in comparisons}
     lines = []
     for model in sorted({g.model for g in groups}):
-        mine = sorted((g for g in groups if g.model == model), key=lambda g: g.summary("accuracy").mean, reverse=True)
+        mine = rank_rows([g for g in groups if g.model == model])
         best, acc = mine[0], mine[0].summary("accuracy")
         head = f"- **{model}**: best **{best.loss}**, {acc.mean * 100:.2f}% over {plural(acc.n, 'seed')}"
         if best.is_baseline:
@@ -506,7 +518,9 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             f"{len(dataset_records)} completed runs in {len(groups)} configurations. Test-split metrics, mean ± std "
             "over seeds, 95% t-interval for the mean accuracy. 'vs leader': a t-test of each row's test accuracy "
             "against the leader's (paired on common seeds), Holm-corrected over the table; '≈ leader' where "
-            f"p_Holm ≥ {ALPHA:g}, so the data cannot separate them.",
+            f"p_Holm ≥ {ALPHA:g}, so the data cannot separate them."
+            + (" Rows of a single seed come after those of several and are not tested."
+               if any(len(g.seeds) < 2 for g in groups) and any(len(g.seeds) >= 2 for g in groups) else ""),
             "",
             markdown(tables["main"]),
             "",

@@ -268,6 +268,26 @@ def test_a_one_seed_cell_is_answered_without_a_test(tmp_path):
     assert "- **cnn**: best **focal**, 62.00% over 1 seed; vs ce +2.00 pp (no test: too few paired seeds)" in text
 
 
+def test_a_single_lucky_run_does_not_lead_rows_of_several_seeds(tmp_path):
+    """A one-seed row with the top mean would make every other row 'no test' against it: rows of
+    several seeds rank first, and the model's answer names its best multi-seed row."""
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        r = fake_record("cnn", "focal", {"gamma": 2.0}, seed, 0.70 + 0.01 * seed)
+        write_json_atomic(runs / r["run_id"] / "record.json", r)
+        r = fake_record("cnn", "l1", {}, seed, (0.50, 0.53, 0.51)[seed])
+        write_json_atomic(runs / r["run_id"] / "record.json", r)
+    r = fake_record("cnn", "ce", {}, 0, 0.90)
+    write_json_atomic(runs / r["run_id"] / "record.json", r)
+    [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
+    text = path.read_text()
+    main = [cells(row) for row in markdown_tables(text)[0][2:]]
+    assert [(row[0], row[2].split("(")[0], row[6].split(" (")[0]) for row in main] == [
+        ("1", "focal", "leader"), ("2", "l1", "below"), ("-", "ce", "1 seed: not ranked")]
+    assert "Rows of a single seed come after those of several and are not tested." in text
+    assert "- **cnn**: best **focal(gamma=2)**, 71.00% over 3 seeds; vs ce -19.00 pp (no test" in text
+
+
 def test_a_tuned_lr_at_the_edge_of_its_range_is_flagged(tmp_path):
     """A loss that needs an lr outside the searched range looks worse than it is: the answer says so."""
     from bench.config import lr_edge_note
