@@ -56,13 +56,14 @@ for f in .gpu-data/*.tar.gz; do [ -e "$DATA/$(basename "$f")" ] || ln -s "$PWD/$
 cat "$OUT/env.txt" | tail -3
 
 # Decode each dataset once (cached for every later step), three at a time, beside the GPU tests.
-decode() { $PY -m bench speed --model mlp2 --dataset imagenet10 --device cpu --steps 1 --warmup 0 --json "$@"; }
-timeout "$SETUP_BOX" $PY -m bench speed --model mlp2 --dataset cifar10 --data-root $DATA/cifar10-jpeg.tar.gz \
-    --device cpu --steps 1 --warmup 0 --json >"$OUT/decode-cifar10.log" 2>&1 &
-timeout "$SETUP_BOX" bash -c "$(declare -f decode); PY=$PY; decode --data-root $DATA/imagenette-64.tar.gz --image-size 64" \
-    >"$OUT/decode-in64.log" 2>&1 &
-timeout "$SETUP_BOX" bash -c "$(declare -f decode); PY=$PY; decode --data-root $DATA/imagenette-64.tar.gz --image-size 128" \
-    >"$OUT/decode-in128.log" 2>&1 &
+decode() {  # decode NAME ARGS...: a one-step CPU speed run leaves the decoded splits in bench's cache
+    local name=$1; shift
+    timeout "$SETUP_BOX" $PY -m bench speed --model mlp2 --device cpu --steps 1 --warmup 0 --json "$@" \
+        >"$OUT/decode-$name.log" 2>&1
+}
+decode cifar10 --dataset cifar10 --data-root $DATA/cifar10-jpeg.tar.gz &
+decode in64 --dataset imagenet10 --data-root $DATA/imagenette-64.tar.gz --image-size 64 &
+decode in128 --dataset imagenet10 --data-root $DATA/imagenette-64.tar.gz --image-size 128 &
 box "$TEST_BOX" tests $PY -m pytest -q -p no:cacheprovider tests/test_data.py -k "pinned or cuda or gpu"
 wait
 log "decoded: $(ls ~/.cache/bench/decoded 2>/dev/null | tr '\n' ' ')"
