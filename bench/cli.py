@@ -259,7 +259,10 @@ def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
         return print_estimate(experiment, args.experiment or "the grid")
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    storage = args.storage or (f"sqlite:///{(out / 'grid.db').resolve()}" if args.workers > 1 else None)
+    # Local workers share out/grid.db; a grid made that way keeps it when run again by one process
+    # (its tuning studies live there: the default journal would tune every cell anew).
+    local_db = out / "grid.db"
+    storage = args.storage or (f"sqlite:///{local_db.resolve()}" if args.workers > 1 or local_db.exists() else None)
     if storage and storage.startswith("journal:") and (args.workers > 1 or not experiment.tune):
         raise UsageError(
             f"bench grid cannot share {storage!r}: a journal storage has no heartbeat, so a killed "
@@ -277,7 +280,8 @@ def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"grid of {runs} runs in {out}: {args.workers} workers exited with {codes}")
         return max(codes)
     tally = run_experiment(experiment, out, storage, lambda: make_reporter(args.quiet))
-    print(f"grid of {runs} runs in {out}: " + ", ".join(f"{n} {k}" for k, n in sorted(tally.items())))
+    done = ", ".join(f"{n} {k}" for k, n in sorted(tally.items()))
+    print(f"grid of {runs} runs in {out}: {done or 'nothing left to run here (every point completed, or taken by another worker)'}")
     return 0 if set(tally) <= {"completed", "skipped"} else 1
 
 

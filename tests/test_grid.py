@@ -92,6 +92,11 @@ def test_local_workers_split_a_sqlite_grid(cli, tmp_path):
     assert code == 0, err
     counts = completed_per_point(tmp_path / "runs")
     assert len(counts) == 6 and set(counts.values()) == {1}
+    # run again by one process, the grid keeps its storage (out/grid.db), not a fresh default one
+    code, out, err = cli(*GRID, "--out", str(tmp_path / "runs"))
+    assert code == 0, err
+    assert "nothing left to run" in out, out
+    assert not list((tmp_path / "runs").rglob("*.journal"))
 
 
 def test_killed_shared_worker_is_requeued_after_its_heartbeat_stops(tmp_path):
