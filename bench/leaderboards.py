@@ -92,6 +92,7 @@ class Group:
             v not in (None, 0, 0.0) for v in config["loss_params"].values())
         self.settings = settings_of(first)
         self.seeds = [r["config"]["seed"] for r in self.records]
+        self.several_seeds = len(self.seeds) >= 2  # a mean to rank and test; one run may be a lucky one
         self.label_suffix = ""
 
     def values(self, metric: str) -> list[float]:
@@ -154,7 +155,7 @@ def vs_leader(ranked: list[Group]) -> list[str]:
     adjusted = holm([t.p_value for t in tests])
     marks = ["leader"]
     for g, p in zip(ranked[1:], adjusted):
-        if len(g.seeds) < 2 <= len(leader):
+        if ranked[0].several_seeds and not g.several_seeds:
             marks.append(UNRANKED)
         elif math.isnan(p):
             marks.append("≈ leader (no test)")
@@ -166,7 +167,7 @@ def vs_leader(ranked: list[Group]) -> list[str]:
 def rank_rows(groups: list[Group]) -> list[Group]:
     """By mean test accuracy, rows of several seeds first: a single run can be a lucky one, and
     the leader is what every other row is tested against."""
-    return sorted(groups, key=lambda g: (len(g.seeds) >= 2, g.summary("accuracy").mean), reverse=True)
+    return sorted(groups, key=lambda g: (g.several_seeds, g.summary("accuracy").mean), reverse=True)
 
 
 def main_table(groups: list[Group]) -> pd.DataFrame:
@@ -520,7 +521,7 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             "against the leader's (paired on common seeds), Holm-corrected over the table; '≈ leader' where "
             f"p_Holm ≥ {ALPHA:g}, so the data cannot separate them."
             + (" Rows of a single seed come after those of several and are not tested."
-               if any(len(g.seeds) < 2 for g in groups) and any(len(g.seeds) >= 2 for g in groups) else ""),
+               if len({g.several_seeds for g in groups}) == 2 else ""),
             "",
             markdown(tables["main"]),
             "",

@@ -66,7 +66,7 @@ decode in64 --dataset imagenet10 --data-root $DATA/imagenette-64.tar.gz --image-
 decode in128 --dataset imagenet10 --data-root $DATA/imagenette-64.tar.gz --image-size 128 &
 box "$TEST_BOX" tests $PY -m pytest -q -p no:cacheprovider tests/test_data.py -k "pinned or cuda or gpu"
 wait
-log "decoded: $(ls ~/.cache/bench/decoded 2>/dev/null | tr '\n' ' ')"
+log "decoded: $(ls "${BENCH_CACHE:-$HOME/.cache/bench}/decoded" 2>/dev/null | tr '\n' ' ')"
 
 box "$MATRIX_BOX" matrix $PY benchmarks/gpu_matrix.py --data $DATA $MATRIX_ARGS
 box "$BOARD_BOX" board $PY -m bench grid "$BOARD" --workers "$WORKERS"
