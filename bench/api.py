@@ -99,15 +99,18 @@ def run_experiment(experiment, out: Path, storage: str | None, make_reporter, lo
     return run_grid(experiment.configs, out, make_reporter, log)
 
 
-def leaderboard(paths, out: str | Path = "leaderboards", format: str = "markdown") -> list[Path]:
-    """Leaderboards from the records under `paths` (folders, searched recursively, or files)."""
+def leaderboard(paths, out: str | Path = "leaderboards", format: str = "markdown", margin: float = 0.5) -> list[Path]:
+    """Leaderboards from the records under `paths` (folders, searched recursively, or files);
+    `margin` is the practical margin in accuracy points (equivalence to ce within ±margin)."""
     from bench.leaderboards import write_leaderboards
 
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"no such results folder or record: {', '.join(missing)}")
-    return write_leaderboards(paths, Path(out), format, "bench.leaderboard(...)")
+    if not 0 < margin < 100:
+        raise UsageError(f"margin is in percentage points of accuracy, between 0 and 100; got {margin:g}")
+    return write_leaderboards(paths, Path(out), format, "bench.leaderboard(...)", margin / 100)
 
 
 def load_runs(path: str | Path = "runs"):

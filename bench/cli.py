@@ -299,10 +299,10 @@ def print_estimate(experiment, name: str) -> int:
               file=sys.stderr)
     rows = estimate(experiment)
     table = Table(title=f"estimate for {name} on {device_name(device)} ({device.type}), from 10 timed steps per model")
-    for col in ("model", "loss", "train img/s", "eval runs", "each", "tuning trials", "all trials (at most)"):
+    for col in ("model", "loss", "precision", "train img/s", "eval runs", "each", "tuning trials", "all trials (at most)"):
         table.add_column(col, justify="left" if col in ("model", "loss") else "right", no_wrap=col in ("model", "loss"))
     for r in rows:
-        table.add_row(r["model"], r["loss"], f"{r['train_images_per_sec']:,.0f}", str(r["eval_runs"]),
+        table.add_row(r["model"], r["loss"], r["precision"], f"{r['train_images_per_sec']:,.0f}", str(r["eval_runs"]),
                       duration(r["eval_run_seconds"]), str(r["tuning_trials"]), duration(r["tuning_seconds_at_most"]))
     Console().print(table)
     evals = sum(r["eval_runs"] * r["eval_run_seconds"] for r in rows)
@@ -329,7 +329,9 @@ def command_leaderboard(args: argparse.Namespace, argv: list[str]) -> int:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"no such results folder or record: {', '.join(missing)}")
-    for path in write_leaderboards(paths, Path(args.out), args.format, shlex.join(["bench", *argv])):
+    if not 0 < args.margin < 100:
+        raise UsageError(f"--margin is in percentage points of accuracy, between 0 and 100; got {args.margin:g}")
+    for path in write_leaderboards(paths, Path(args.out), args.format, shlex.join(["bench", *argv]), args.margin / 100):
         print(path)
     return 0
 
@@ -351,12 +353,16 @@ def command_speed(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     table = Table(title=f"{args.model} on {args.dataset}, batch {args.batch_size}, {result['precision']}, "
                         f"{result['device_name']}")
-    for col in ("train img/s", "eval img/s", "compute-only img/s", "train / compute", "peak memory"):
+    for col in ("train img/s", "eval img/s", "compute-only img/s", "train / compute", "train GFLOP/s",
+                "of matmul peak", "peak memory"):
         table.add_column(col, justify="right")
     table.add_row(f"{result['train_images_per_sec']:.0f}", f"{result['eval_images_per_sec']:.0f}",
                   f"{result['compute_only_images_per_sec']:.0f}", f"{result['pipeline_efficiency']:.2f}",
+                  f"{result['train_flops_per_sec'] / 1e9:.1f}",
+                  f"{result['fraction_of_peak']:.0%} of {result['peak_flops_per_sec'] / 1e9:.0f}",
                   f"{result['peak_memory_bytes'] / 2**20:.0f} MiB ({result['peak_memory_kind']})")
     Console().print(table)
+    print(f"precision {result['precision']}: {result['precision_reason']}")
     if result["host_syncs_per_step"] is not None:
         sites = ", ".join(f"{site} ({n})" for site, n in result["host_sync_sites"].items()) or "none"
         print(f"host syncs per training step (epoch start excluded): {result['host_syncs_per_step']:.2f}; at {sites}")
@@ -414,6 +420,9 @@ def build_parser() -> Parser:
     board = sub.add_parser("leaderboard", help="tables, intervals, paired tests and plots from run records")
     board.add_argument("results", nargs="*", default=["runs"], help="folders (searched recursively) or record files")
     board.add_argument("--out", default="leaderboards", help="where to write (default: leaderboards/)")
+    board.add_argument("--margin", type=float, default=0.5,
+                       help="practical margin in accuracy points: a loss within ±margin of ce, shown by an "
+                            "equivalence test, is 'equivalent' (default: 0.5)")
     board.add_argument("--format", default="markdown", choices=("markdown", "csv", "json"))
     board.set_defaults(func=command_leaderboard)
     for name, func in (("models", command_models), ("losses", command_losses), ("datasets", command_datasets)):

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from bench.datasets import prepare_splits
 from bench.experiment import Experiment
+from bench.losses import get_loss
 from bench.speed import measure_speed
 from bench.tuning import SearchSpace
 
@@ -46,11 +47,15 @@ def estimate(experiment: Experiment, steps: int = 10, warmup: int = 3, measure=m
     rows = []
     for cell in experiment.cells:
         config = cell.config
-        key = (config.model, config.image_size, config.batch_size, config.precision, config.device, config.compile)
+        # auto precision also depends on the loss (bench.precision): a bf16-sensitive one runs in fp32
+        loss_bf16 = get_loss(config.loss, config.base_dir).bf16 if config.precision == "auto" else None
+        key = (config.model, config.image_size, config.batch_size, config.precision, loss_bf16, config.device,
+               config.compile)
         if key not in speeds:
             speeds[key] = measure(replace(config, limit_train=min(config.limit_train or 2048, 2048)), steps, warmup)
         speed = speeds[key]
-        row = {"model": config.model, "loss": config.loss, "train_images_per_sec": speed["train_images_per_sec"],
+        row = {"model": config.model, "loss": config.loss, "precision": speed.get("precision", config.precision),
+               "train_images_per_sec": speed["train_images_per_sec"],
                "eval_runs": len(experiment.seeds),
                "eval_run_seconds": run_seconds(sizes_for(config), speed, config.epochs, test=True),
                "tuning_trials": 0, "tuning_seconds_at_most": 0.0}
@@ -59,7 +64,9 @@ def estimate(experiment: Experiment, steps: int = 10, warmup: int = 3, measure=m
             space = SearchSpace.of(config, cell.lr_fixed, spec.lr)
             if space.lr or space.loss_params:
                 trial = spec.trial_config(config)
-                row["tuning_trials"] = spec.trials
-                row["tuning_seconds_at_most"] = spec.trials * run_seconds(sizes_for(trial), speed, trial.epochs, test=False)
+                studies = len(experiment.seeds) if spec.per_seed else 1
+                row["tuning_trials"] = spec.trials * studies
+                row["tuning_seconds_at_most"] = row["tuning_trials"] * run_seconds(sizes_for(trial), speed, trial.epochs,
+                                                                                   test=False)
         rows.append(row)
     return rows

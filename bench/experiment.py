@@ -37,7 +37,7 @@ from bench.errors import UsageError
 from bench.losses import get_loss, resolve_loss_params
 from bench.models import check_model
 
-GRID_KEYS = {"dataset", "models", "losses", "seeds", "tune"}
+GRID_KEYS = {"dataset", "models", "losses", "seeds", "tune", "split_per_seed"}
 RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 SHARED_KEYS = set(RUN_FIELDS) - {"model", "loss", "loss_params", "seed", "dataset", "base_dir"}
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -45,7 +45,18 @@ DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 
 @dataclass(frozen=True)
 class TuneSpec:
-    """The [tune] table: the budget and search of stage 1 (one Optuna study per cell, on val)."""
+    """The [tune] table: the budget and search of stage 1 (Optuna studies on val).
+
+    `per_seed` (the default): each eval seed s runs its own study with tuning seed `seed + s` (its
+    own train/val partition and initial weights, never an eval seed's) and its eval run uses that
+    study's best values, so the seeds repeat the whole procedure and the paired tests over seeds
+    see the search's luck too. False: one study per cell, its best values on every eval seed.
+
+    `lr_points`: the first trials of every study are the same log-spaced lr grid over the range
+    (the loss's own hyperparameters at their defaults), never pruned, so every loss of a model
+    sees the same lr candidates at full fidelity; the rest is TPE over lr and the loss's free
+    hyperparameters. None: half the trials (at least 3, at most `trials`); 0: no grid.
+    """
 
     trials: int
     seed: int = 100
@@ -54,10 +65,25 @@ class TuneSpec:
     objective: str = "val_acc"
     lr: tuple[float, float] | None = None  # None: the optimizer's range (config.LR_RANGES)
     pruner: str = "hyperband"
+    per_seed: bool = True
+    lr_points: int | None = None
 
-    def trial_config(self, cell: RunConfig) -> RunConfig:
-        """A cell's settings at the tuning budget and seed (lr and free hyperparameters still open)."""
-        return replace(cell, seed=self.seed, epochs=self.epochs or cell.epochs,
+    @property
+    def mode(self) -> str:
+        return "per_seed" if self.per_seed else "single"
+
+    def tuning_seed(self, eval_seed: int) -> int:
+        return self.seed + eval_seed if self.per_seed else self.seed
+
+    def grid_size(self) -> int:
+        if self.lr_points is not None:
+            return min(self.lr_points, self.trials)
+        return min(self.trials, max(3, self.trials // 2))
+
+    def trial_config(self, cell: RunConfig, eval_seed: int = 0) -> RunConfig:
+        """A cell's settings at the tuning budget and seed (lr and free hyperparameters still open);
+        `cell` carries the eval seed's data split (split_per_seed)."""
+        return replace(cell, seed=self.tuning_seed(eval_seed), epochs=self.epochs or cell.epochs,
                        limit_train=self.limit_train if self.limit_train is not None else cell.limit_train)
 
 
@@ -75,17 +101,25 @@ class Cell:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A grid: one cell per (model, [[losses]] entry), each run for every eval seed."""
+    """A grid: one cell per (model, [[losses]] entry), each run for every eval seed.
+
+    `split_per_seed`: a protocol split (imagenet10's 3:1:1, a folder's 4:1) is drawn from each
+    eval seed (split_seed = seed), so the seeds vary which images train, validate and test."""
 
     path: Path | None
     cells: tuple[Cell, ...]
     seeds: tuple[int, ...]
     tune: TuneSpec | None = None
+    split_per_seed: bool = False
+
+    def config_for(self, cell: Cell, seed: int) -> RunConfig:
+        """A cell on one eval seed (with that seed's split when split_per_seed)."""
+        return replace(cell.config, seed=seed, **({"split_seed": seed} if self.split_per_seed else {}))
 
     @property
     def configs(self) -> list[RunConfig]:
         """Every run of an untuned grid, in a stable order (model, loss, seed)."""
-        return [replace(cell.config, seed=seed) for cell in self.cells for seed in self.seeds]
+        return [self.config_for(cell, seed) for cell in self.cells for seed in self.seeds]
 
 
 def _matches(value, type_name: str) -> bool:
@@ -137,7 +171,15 @@ def load_experiment(path: Path) -> Experiment:
         shared["classes"] = tuple(shared["classes"])
     for model in spec["models"]:
         check_model(model, shared["base_dir"])
+    split_per_seed = spec.get("split_per_seed", False)
+    if not isinstance(split_per_seed, bool):
+        raise UsageError(f"{where}: split_per_seed must be true or false, got {split_per_seed!r}")
+    if split_per_seed and "split_seed" in shared:
+        raise UsageError(f"{where}: split_seed is fixed and split_per_seed draws it from each seed; keep one")
     tune = _tune_spec(where, spec["tune"], seeds) if "tune" in spec else None
+    if split_per_seed and tune is not None and not tune.per_seed:
+        raise UsageError(f"{where}: split_per_seed needs [tune] per_seed = true: one study would tune on images "
+                         "that other seeds' splits test on")
     if tune is not None and tune.lr is not None and "lr" in shared:
         raise UsageError(f"{where}: lr is fixed at the top level and given a range in [tune]; keep one")
     cells = []
@@ -151,7 +193,7 @@ def load_experiment(path: Path) -> Experiment:
             config = RunConfig(model=model, loss=entry["name"], loss_params=params, dataset=spec["dataset"],
                                seed=seeds[0], **(shared | {"lr": lr}))
             cells.append(Cell(config, lr_fixed=lr is not None))
-    return Experiment(path, tuple(cells), tuple(seeds), tune)
+    return Experiment(path, tuple(cells), tuple(seeds), tune, split_per_seed)
 
 
 def _tune_spec(where: str, table, seeds: list[int]) -> TuneSpec:
@@ -164,17 +206,27 @@ def _tune_spec(where: str, table, seeds: list[int]) -> TuneSpec:
         raise UsageError(f"{where}: [tune] has no key {', '.join(unknown)}; accepted: {', '.join(fields)}")
     if "trials" not in table:
         raise UsageError(f"{where}: [tune] needs trials (the number of trials per model x loss cell)")
-    for key in ("trials", "seed", "epochs", "limit_train"):
+    for key in ("trials", "seed", "epochs", "limit_train", "lr_points"):
         value = table.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise UsageError(f"{where}: [tune] {key} must be an integer, got {value!r}")
-    for key, low in (("trials", 1), ("epochs", 1), ("limit_train", 2)):
+    for key, low in (("trials", 1), ("epochs", 1), ("limit_train", 2), ("lr_points", 0)):
         if key in table and table[key] < low:
             raise UsageError(f"{where}: [tune] {key} must be at least {low}, got {table[key]}")
-    if table.get("seed", TuneSpec.seed) in seeds:
+    if not isinstance(table.get("per_seed", True), bool):
+        raise UsageError(f"{where}: [tune] per_seed must be true or false, got {table['per_seed']!r}")
+    spec = TuneSpec(**{**table, "lr": None})
+    clashes = sorted({spec.tuning_seed(s) for s in seeds} & set(seeds))
+    if clashes and not spec.per_seed:
         raise UsageError(
-            f"{where}: [tune] seed {table.get('seed', TuneSpec.seed)} is one of the eval seeds {seeds}; "
+            f"{where}: [tune] seed {spec.seed} is one of the eval seeds {seeds}; "
             "tune on a seed of its own so that no eval run is the run its settings were chosen on"
+        )
+    if clashes:
+        raise UsageError(
+            f"{where}: [tune] seed {spec.seed} + eval seed (per-seed tuning) gives tuning seeds "
+            f"{', '.join(map(str, clashes))}, which are also eval seeds {seeds}; choose a [tune] seed above "
+            f"{max(seeds) - min(seeds)} so that no eval run is the run its settings were chosen on"
         )
     for key, choices in (("objective", TUNE_OBJECTIVES), ("pruner", PRUNERS)):
         if key in table and table[key] not in choices:
@@ -187,7 +239,7 @@ def _tune_spec(where: str, table, seeds: list[int]) -> TuneSpec:
         if not ok:
             raise UsageError(f"{where}: [tune] lr must be [low, high] with 0 < low < high, got {lr!r}")
         lr = (float(lr[0]), float(lr[1]))
-    return TuneSpec(**{**table, "lr": lr})
+    return replace(spec, lr=lr)
 
 
 def _classes_hint(params: dict) -> int:

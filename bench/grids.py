@@ -30,7 +30,7 @@ def run_grid(configs: list[RunConfig], out_dir: Path, make_reporter, log=print, 
 
 def run_point(config: RunConfig, out_dir: Path, make_reporter, label: str, log, extra: dict | None = None) -> str:
     """Run one grid point (resuming it if it was interrupted); returns how it ended."""
-    _, done = find_resumable(out_dir, run_identity(config))
+    _, done = find_resumable(out_dir, run_identity(config, extra))
     if done is not None:
         log(f"{label}: already completed")
         return "skipped"
@@ -75,7 +75,7 @@ def run_grid_shared(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = open_storage(storage_url)
-    hashes = [run_identity(c) for c in configs]
+    hashes = [run_identity(c, extras[i] if extras else None) for i, c in enumerate(configs)]
     name = "grid-" + hashlib.sha1(" ".join(hashes).encode()).hexdigest()[:12]
     try:
         study = optuna.create_study(study_name=name, storage=storage)

@@ -16,12 +16,14 @@ import pandas as pd
 from bench.config import tuned_lr_note
 from bench.losses import LOSSES
 from bench.record import RECORD_NAME, load_record
-from bench.stats import POWER, Summary, compare_by_seed, holm, summarize
+from bench.stats import POWER, Summary, compare_by_seed, equivalence_p, holm, probability_better, summarize
 
 METRICS = ("accuracy", "macro_f1", "nll", "ece")
 SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "limit_train", "limit_test",
             "image_size", "augment", "precision")
 ALPHA = 0.05  # family-wise error rate of a table's Holm-corrected tests
+MARGIN = 0.005  # default practical margin: accuracy differences within ±0.5 pp can be called "equivalent"
+CHANCE_MARGIN = 0.02  # a row whose accuracy is not clearly 2 pp above chance did not learn
 
 
 def find_records(paths: list[Path]) -> tuple[list[dict], list[str]]:
@@ -60,6 +62,24 @@ def tuned_keys(record: dict) -> set[str]:
     return set(record.get("tuning", {}).get("params", {}))
 
 
+def per_seed_loss_label(records: list[dict]) -> str:
+    """A per-seed-tuned row: its fixed parameters, then the span of the values its studies chose,
+    'focal (tuned per seed: lr 0.0031–0.041, gamma 0.42–2.1)'."""
+    config = records[0]["config"]
+    tuned = set().union(*(tuned_keys(r) for r in records))
+    fixed = {k: v for k, v in config["loss_params"].items() if k not in tuned}
+    spans = []
+    for key in sorted(tuned, key=lambda k: (k != "lr", k)):
+        values = [r["tuning"]["params"][key] for r in records if key in r["tuning"]["params"]]
+        spans.append(f"{key} {min(values):.3g}" + (f"–{max(values):.3g}" if max(values) != min(values) else ""))
+    label = loss_label(config["loss"], fixed)
+    return f"{label} (tuned per seed: {', '.join(spans)})" if spans else label
+
+
+def is_per_seed(record: dict) -> bool:
+    return (record.get("tuning") or {}).get("mode") == "per_seed"
+
+
 def record_loss_label(record: dict) -> str:
     """A record's loss as its row shows it, with the values its cell tuned."""
     config = record["config"]
@@ -87,13 +107,31 @@ class Group:
         self.dataset = first["dataset"]["name"]
         self.model = config["model"]
         self.tuning = first.get("tuning")
-        self.loss = record_loss_label(first)
+        self.per_seed = is_per_seed(first)
+        self.loss = per_seed_loss_label(self.records) if self.per_seed else record_loss_label(first)
         self.is_baseline = config["loss"] == "ce" and not any(
             v not in (None, 0, 0.0) for v in config["loss_params"].values())
         self.settings = settings_of(first)
         self.seeds = [r["config"]["seed"] for r in self.records]
         self.several_seeds = len(self.seeds) >= 2  # a mean to rank and test; one run may be a lucky one
         self.label_suffix = ""
+
+    @property
+    def chance(self) -> float:
+        return 1 / len(self.records[0]["dataset"]["class_names"])
+
+    @property
+    def learned(self) -> bool:
+        """Clearly above chance: the 95% interval's low end (the mean, for one seed) more than
+        CHANCE_MARGIN above 1 / classes."""
+        acc = self.summary("accuracy")
+        low = acc.mean if acc.n < 2 else acc.ci_low
+        return bool(low > self.chance + CHANCE_MARGIN)
+
+    @property
+    def search_tied(self) -> bool:
+        """Every tuning trial of its studies scored the same: the search chose nothing."""
+        return bool(self.tuning) and all((r.get("tuning") or {}).get("all_tied") for r in self.records)
 
     def values(self, metric: str) -> list[float]:
         return [r["metrics"]["test"][metric] for r in self.records]
@@ -119,9 +157,14 @@ def group_records(records: list[dict]) -> dict[str, list[Group]]:
     buckets: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         if r["status"] == "completed" and is_eval_record(r) and "test" in r["metrics"]:
-            key = (r["dataset"]["name"], r["config"]["model"], r["config"]["loss"],
-                   json.dumps(r["config"]["loss_params"], sort_keys=True), settings_of(r),
-                   r.get("tuning", {}).get("study"), r["config"]["lr"])
+            if is_per_seed(r):  # one row per cell: its seeds' studies chose their own values
+                fixed = {k: v for k, v in r["config"]["loss_params"].items() if k not in tuned_keys(r)}
+                key = (r["dataset"]["name"], r["config"]["model"], r["config"]["loss"],
+                       json.dumps(fixed, sort_keys=True), settings_of(r), r["tuning"]["cell"])
+            else:
+                key = (r["dataset"]["name"], r["config"]["model"], r["config"]["loss"],
+                       json.dumps(r["config"]["loss_params"], sort_keys=True), settings_of(r),
+                       r.get("tuning", {}).get("study"), r["config"]["lr"])
             buckets[key].append(r)
     per_dataset: dict[str, list[Group]] = defaultdict(list)
     for recs in buckets.values():
@@ -174,7 +217,7 @@ def main_table(groups: list[Group]) -> pd.DataFrame:
     ranked = rank_rows(groups)
     rows = []
     for rank, (g, mark) in enumerate(zip(ranked, vs_leader(ranked)), 1):
-        acc = g.summary("accuracy")
+        acc = clipped(g.summary("accuracy"))
         interval = "n/a (1 seed)" if acc.n < 2 else f"[{acc.ci_low * 100:.2f}, {acc.ci_high * 100:.2f}]"
         rows.append({
             "rank": "-" if mark == UNRANKED else rank, "model": g.model, "loss": g.loss + (f" ({g.label_suffix})" if g.label_suffix else ""),
@@ -185,29 +228,69 @@ def main_table(groups: list[Group]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def comparisons_vs_ce(groups: list[Group]) -> list[tuple[Group, Group, object, float]]:
-    """(entry, its ce baseline, test, Holm-adjusted p) for every non-ce entry with a plain-ce
-    baseline of the same model and settings; Holm runs over the whole table."""
+def clipped(s: Summary, low: float = 0.0, high: float = 1.0) -> Summary:
+    """A bounded metric's interval cut to its range (an accuracy's t-interval can pass 0 or 100%)."""
+    if s.n < 2:
+        return s
+    return Summary(s.mean, s.std, s.n, max(low, s.ci_low), min(high, s.ci_high))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One loss against plain ce of the same model and settings, on their common seeds."""
+
+    group: Group
+    base: Group
+    test: object  # stats.Paired
+    p_holm: float  # difference test, Holm over the table
+    p_equiv_holm: float  # TOST within ±margin, Holm over the table
+    p_better: float  # P(loss > ce) on a paired run
+    margin: float
+
+    @property
+    def verdict(self) -> str:
+        """better / worse (separable), equivalent (within ±margin, shown by TOST), undecided, or no test."""
+        if math.isnan(self.p_holm) and math.isnan(self.p_equiv_holm):
+            return "no test"
+        if self.p_equiv_holm < ALPHA:
+            return f"equivalent within ±{self.margin * 100:g} pp"
+        if self.p_holm < ALPHA:
+            return "better" if self.test.mean_diff > 0 else "worse"
+        return "undecided"
+
+
+def comparisons_vs_ce(groups: list[Group], margin: float = MARGIN) -> list[Comparison]:
+    """Every non-ce entry with a plain-ce baseline of the same model and settings; both the
+    difference tests and the equivalence tests are Holm-corrected over the whole table."""
     baselines = {(g.model, g.settings): g for g in groups if g.is_baseline}
     pairs = []
     for g in sorted(groups, key=lambda g: (g.model, g.loss)):
         base = baselines.get((g.model, g.settings))
         if base is None or g is base or not set(g.seeds) & set(base.seeds):
             continue
-        pairs.append((g, base, compare_by_seed(g.by_seed("accuracy"), base.by_seed("accuracy"))))
-    adjusted = holm([t.p_value for _, _, t in pairs])
-    return [(g, base, t, p) for (g, base, t), p in zip(pairs, adjusted)]
+        mine, theirs = g.by_seed("accuracy"), base.by_seed("accuracy")
+        common = sorted(set(mine) & set(theirs))
+        a, b = [mine[s] for s in common], [theirs[s] for s in common]
+        pairs.append((g, base, compare_by_seed(mine, theirs), equivalence_p(a, b, margin), probability_better(a, b)))
+    adjusted = holm([t.p_value for _, _, t, _, _ in pairs])
+    equivalent = holm([e for _, _, _, e, _ in pairs])
+    return [Comparison(g, base, t, p, e_holm, better, margin)
+            for (g, base, t, _, better), p, e_holm in zip(pairs, adjusted, equivalent)]
 
 
-def paired_table(comparisons) -> pd.DataFrame:
+def paired_table(comparisons: list[Comparison]) -> pd.DataFrame:
     rows = []
-    for g, _, p, p_holm in comparisons:
+    for c in comparisons:
+        g, p, p_holm = c.group, c.test, c.p_holm
         rows.append({
             "model": g.model, "loss": g.loss, "paired seeds": p.n,
             "Δ acc vs ce (pp)": f"{p.mean_diff * 100:+.2f}",
             "95% CI (pp)": "n/a" if math.isnan(p.ci_low) else f"[{p.ci_low * 100:+.2f}, {p.ci_high * 100:+.2f}]",
             "p (paired t)": "n/a" if math.isnan(p.p_value) else f"{p.p_value:.3g}",
             "p Holm": "n/a" if math.isnan(p_holm) else f"{p_holm:.3g}",
+            f"p equiv. Holm (±{c.margin * 100:g} pp)": "n/a" if math.isnan(c.p_equiv_holm) else f"{c.p_equiv_holm:.3g}",
+            "P(loss > ce)": "n/a" if math.isnan(c.p_better) else f"{c.p_better:.2f}",
+            "verdict": c.verdict,
             f"separable at {ALPHA:g}": "n/a" if math.isnan(p_holm) else ("yes" if p_holm < ALPHA else "no"),
             f"detectable Δ (pp, {POWER:.0%} power)": "n/a" if math.isnan(p.detectable) else f"{p.detectable * 100:.2f}",
         })
@@ -233,38 +316,58 @@ def sensitivity(test, p_holm: float) -> str:
             f"{POWER:.0%} of the time, before correction)")
 
 
-def answers(groups: list[Group], comparisons, shots: Shots | None = None) -> list[str]:
-    """Per model: the best loss, and whether the data separate it from plain ce after Holm (and,
-    on a long tail, what it gains on the few-shot classes)."""
-    tests = {id(g): (t, p) for g, _, t, p in comparisons}
-    bases = {id(g): base for g, base, _, _ in comparisons}
+def answers(groups: list[Group], comparisons: list[Comparison], shots: Shots | None = None) -> list[str]:
+    """Per model: the best loss, whether the data separate it from plain ce after Holm, each loss's
+    verdict against ce with P(loss > ce), and (on a long tail) the few-shot gain. A model whose
+    runs did not learn, or whose searches all tied, names no winner."""
+    tests = {id(c.group): c for c in comparisons}
     lines = []
+    if not any(g.learned for g in groups):
+        chance = groups[0].chance
+        lines.append(f"- **No winner:** every configuration is within {CHANCE_MARGIN * 100:g} pp of chance "
+                     f"({chance * 100:.0f}% on {round(1 / chance)} classes), so these runs did not learn and rank "
+                     "nothing; train longer or on more images.")
     for model in sorted({g.model for g in groups}):
         mine = rank_rows([g for g in groups if g.model == model])
         best, acc = mine[0], mine[0].summary("accuracy")
+        if not any(g.learned for g in mine):
+            lines.append(f"- **{model}**: no winner: every loss is at chance level "
+                         f"(best {acc.mean * 100:.2f}% against {best.chance * 100:.0f}% chance)")
+            continue
         head = f"- **{model}**: best **{best.loss}**, {acc.mean * 100:.2f}% over {plural(acc.n, 'seed')}"
         if best.is_baseline:
             rest = [g for g in mine[1:] if id(g) in tests]
             if rest:
-                t, p = tests[id(rest[0])]
+                c = tests[id(rest[0])]
+                t, p = c.test, c.p_holm
                 head += (f"; plain ce leads, the next best {rest[0].loss} is {t.mean_diff * 100:+.2f} pp "
                          f"({NO_TEST if math.isnan(p) else f'p_Holm {p:.2g}: {separable(p)} from ce'})")
                 head += sensitivity(t, p)
         elif id(best) in tests:
-            t, p = tests[id(best)]
+            c = tests[id(best)]
+            t, p = c.test, c.p_holm
             head += f"; vs ce {t.mean_diff * 100:+.2f} pp" + (
                 f" ({NO_TEST})" if math.isnan(p) else f", p_Holm {p:.2g}: **{separable(p)} from ce** at {ALPHA:g}")
             head += sensitivity(t, p)
         else:
             head += "; no plain-ce baseline on the same seeds to test against"
-        if shots and id(best) in bases:
-            base = bases[id(best)]
+        verdicts = [tests[id(g)] for g in mine if id(g) in tests]
+        if verdicts:
+            head += (f"; against ce (margin ±{verdicts[0].margin * 100:g} pp): " + ", ".join(
+                f"{c.group.loss} **{c.verdict}**" + ("" if math.isnan(c.p_better) else f" (P(beats ce) {c.p_better:.2f})")
+                for c in verdicts))
+        if shots and id(best) in tests:
+            base = tests[id(best)].base
             few = shots.classes["few"]
             gain = summarize(shot_accuracy(best, few)).mean - summarize(shot_accuracy(base, few)).mean
             head += f"; few-shot accuracy {gain * 100:+.2f} pp vs ce"
+        for g in mine:
+            if g.search_tied:
+                head += f"; for {g.loss} every tuning trial tied: its search chose nothing"
         for g in mine:  # a row whose tuned lr sat at the edge of its range may be better than it looks
-            if note := tuned_lr_note(g.tuning):
-                head += f"; for {g.loss} the {note}"
+            notes = {tuned_lr_note(r.get("tuning")) for r in g.records} - {""}
+            if notes:
+                head += f"; for {g.loss} the " + "; ".join(sorted(notes))
         lines.append(head)
     return lines
 
@@ -368,7 +471,9 @@ def plots(groups: list[Group], out: Path, name: str) -> dict[str, str]:
         [{"model": g.model, "loss": g.loss, "acc": 100 * g.summary("accuracy").mean} for g in groups]
     ).pivot_table(index="model", columns="loss", values="acc")
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * grid.shape[1], 1.2 + 0.6 * grid.shape[0]))
-    sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar_kws={"label": "test accuracy %"})
+    # an absolute scale, chance to 100%: a relative one makes 0.15 pp look like the largest contrast
+    sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", ax=ax, vmin=100 * groups[0].chance, vmax=100,
+                cbar_kws={"label": "test accuracy % (chance to 100)"})
     ax.set_title(f"{name}: mean test accuracy (%)")
     files["heatmap"] = f"{slug(name)}-heatmap.png"
     fig.savefig(out / files["heatmap"], dpi=110, bbox_inches="tight")
@@ -401,6 +506,53 @@ def plots(groups: list[Group], out: Path, name: str) -> dict[str, str]:
     fig.savefig(out / files["confusion"], dpi=110, bbox_inches="tight")
     plt.close(fig)
     return files
+
+
+def search_points(groups: list[Group], trials: list[dict]) -> pd.DataFrame:
+    """Every tuning trial behind the table's rows: its lr, its objective at its last epoch, the
+    row (loss) it tuned for, and whether the pruner stopped it."""
+    label_of = {r["tuning"]["study"]: (g.model, g.loss) for g in groups for r in g.records
+                if (r.get("tuning") or {}).get("study")}
+    rows = []
+    for r in trials:
+        study = r.get("trial", {}).get("study")
+        if study not in label_of or not r.get("history"):
+            continue
+        objective = next((g.tuning["objective"] for g in groups if g.tuning and g.tuning.get("objective")), "val_acc")
+        value = r["history"][-1][objective]
+        model, loss = label_of[study]
+        rows.append({"model": model, "loss": loss, "lr": r["config"]["lr"], "objective": objective,
+                     "value": 100 * value if objective == "val_acc" else value,
+                     "trial": "pruned" if r["status"] == "pruned" else "completed" if r["status"] == "completed"
+                     else r["status"]})
+    return pd.DataFrame(rows)
+
+
+def search_plot(points: pd.DataFrame, out: Path, name: str) -> str | None:
+    """Per model, every tuning trial's objective against its lr, a colour per loss, pruned
+    trials marked: whether each loss's optimum was bracketed by the search."""
+    if points.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    objective = points["objective"].iloc[0]
+    facet = sns.relplot(data=points, x="lr", y="value", hue="loss", style="trial", col="model", kind="scatter",
+                        height=3.0, aspect=1.3, facet_kws={"sharey": False}, markers={"completed": "o", "pruned": "X",
+                        "diverged": "s", "failed": "s", "interrupted": "s"}, s=40, alpha=0.8)
+    facet.set(xscale="log")
+    facet.set_axis_labels("learning rate (log)", "val accuracy % at the trial's last epoch" if objective == "val_acc"
+                          else f"{objective} at the trial's last epoch")
+    sns.move_legend(facet, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=1, frameon=False)
+    facet.figure.suptitle(f"{name}: the lr search, every tuning trial (pruned trials stopped early)", y=1.03)
+    file = f"{slug(name)}-search.png"
+    facet.figure.savefig(out / file, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(facet.figure)
+    return file
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -464,6 +616,61 @@ def compute_line(evals: list[dict], trials: list[dict]) -> str:
     return "- compute: " + ", ".join(parts) + ": each record's wall time, summed over resumes" + note
 
 
+def _number(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def per_seed_note(groups: list[Group]) -> str:
+    modes = {(g.tuning or {}).get("mode") for g in groups if g.tuning}
+    if modes == {"per_seed"}:
+        return ("Each seed tuned its own values in its own study (its own tuning seed and train/val partition), "
+                "so these tests include the search's own luck.")
+    if "single" in modes or None in modes:
+        return ("One study per row chose the values every seed uses: the tests do not see that search's luck, "
+                "which can move a whole row.")
+    return ""
+
+
+def summary(dataset: str, groups: list[Group], comparisons: list[Comparison], answer_lines: list[str],
+            ran: list[dict], margin: float) -> dict:
+    """The board as numbers (NaN as null): each row, each comparison with ce and its verdict, the
+    answer, and the compute behind it; README numbers are read from here, never typed."""
+    def stats_of(g: Group, metric: str) -> dict:
+        s = clipped(g.summary(metric)) if metric in ("accuracy", "macro_f1") else g.summary(metric)
+        return {"mean": s.mean, "std": s.std, "n": s.n, "ci_low": _number(s.ci_low), "ci_high": _number(s.ci_high)}
+
+    ranked = rank_rows(groups)
+    rows = []
+    for rank, (g, mark) in enumerate(zip(ranked, vs_leader(ranked)), 1):
+        lrs = [r["config"]["lr"] for r in g.records]
+        rows.append({
+            "rank": None if mark == UNRANKED else rank, "model": g.model, "loss": g.loss, "loss_name": g.records[0]["config"]["loss"],
+            "seeds": g.seeds, "vs_leader": mark, "learned": g.learned, "tuning_mode": (g.tuning or {}).get("mode"),
+            "search_tied": g.search_tied, "lr_min": min(lrs), "lr_max": max(lrs),
+            **{metric: stats_of(g, metric) for metric in METRICS},
+        })
+    evals, trials = [r for r in ran if is_eval_record(r)], [r for r in ran if not is_eval_record(r)]
+    best = {}
+    for model in sorted({g.model for g in groups}):
+        top = rank_rows([g for g in groups if g.model == model])[0]
+        best[model] = {"loss": top.loss, "accuracy_mean": top.summary("accuracy").mean, "seeds": len(top.seeds),
+                       "learned": top.learned}
+    return {
+        "dataset": dataset, "alpha": ALPHA, "margin": margin, "power": POWER,
+        "rows": rows,
+        "comparisons_vs_ce": [{
+            "model": c.group.model, "loss": c.group.loss, "paired_seeds": c.test.n, "delta": c.test.mean_diff,
+            "ci_low": _number(c.test.ci_low), "ci_high": _number(c.test.ci_high), "p": _number(c.test.p_value),
+            "p_holm": _number(c.p_holm), "p_equiv_holm": _number(c.p_equiv_holm), "p_better": _number(c.p_better),
+            "detectable": _number(c.test.detectable), "verdict": c.verdict,
+        } for c in comparisons],
+        "answer": {"best_per_model": best, "lines": answer_lines,
+                   "no_winner": not any(g.learned for g in groups)},
+        "compute": {"eval_runs": len(evals), "eval_hours": compute_time(evals)[0],
+                    "tuning_trials": len(trials), "tuning_hours": compute_time(trials)[0]},
+    }
+
+
 SECTIONS = (
     ("## Paired comparison against cross-entropy (same model, same seeds; Holm-corrected over this table)",
      "paired_vs_ce"),
@@ -471,10 +678,14 @@ SECTIONS = (
     ("## Runs that did not complete", "incomplete"),
 )
 FIGURES = (("mean test accuracy", "heatmap"), ("learning curves", "curves"),
-           ("confusion matrix of the best run", "confusion"))
+           ("confusion matrix of the best run", "confusion"), ("the lr search: every tuning trial", "search"))
 
 
-def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", command: str = "") -> list[Path]:
+def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", command: str = "",
+                       margin: float = MARGIN) -> list[Path]:
+    """Tables per dataset under `out`: markdown (with figures), csv or json; markdown also writes
+    `summary-<dataset>.json`, the board as numbers. `margin`: the practical margin of accuracy
+    (a fraction) within which a loss may be called equivalent to ce."""
     records, bad = find_records(paths)
     if not records:
         from bench.errors import UsageError
@@ -494,8 +705,11 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             path.write_text(f"# {dataset}\n\nNo completed runs.\n\n{markdown(incomplete_table(records, dataset))}\n")
             written.append(path)
             continue
-        comparisons = comparisons_vs_ce(groups)
+        comparisons = comparisons_vs_ce(groups, margin)
         shots = shot_classes(groups)
+        ran = [r for r in every_record if r["dataset"]["name"] == dataset]
+        answer_lines = answers(groups, comparisons, shots)
+        board = summary(dataset, groups, comparisons, answer_lines, ran, margin)
         tables = {"main": main_table(groups), "paired_vs_ce": paired_table(comparisons),
                   "per_class": per_class_table(groups), "incomplete": incomplete_table(records, dataset)}
         if shots:
@@ -512,6 +726,10 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             written.append(path)
             continue
         files = plots(groups, out, dataset)
+        if search := search_plot(search_points(groups, [r for r in ran if not is_eval_record(r)]), out, dataset):
+            files["search"] = search
+        summary_path = out / f"summary-{slug(dataset)}.json"
+        summary_path.write_text(json.dumps(board, indent=2, allow_nan=False) + "\n")  # beside the table, not listed
         dataset_records = [r for g in groups for r in g.records]
         lines = [
             f"# {dataset}: model x loss leaderboard",
@@ -527,7 +745,13 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             "",
             "## Answer: which loss, and how sure",
             "",
-            *answers(groups, comparisons, shots),
+            f"Verdicts against plain ce of the same model, on paired seeds: **better** or **worse** where the "
+            f"difference is separable (paired t-test, Holm over the table, at {ALPHA:g}); **equivalent within "
+            f"±{margin * 100:g} pp** where a paired equivalence test (TOST, Holm) shows the difference inside that "
+            "practical margin; **undecided** otherwise. P(beats ce): the share of paired seeds on which the loss "
+            "scored higher (ties count half). " + per_seed_note(groups),
+            "",
+            *answer_lines,
             "",
         ]
         if shots:
@@ -540,8 +764,9 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
                       f"({', '.join(sorted({r['tuning']['study'] for r in left_out}))}), which a longer tuning "
                       "replaced with other best values; their records stay in the results folder.", ""]
         for alt, key in FIGURES:
-            lines += [f"![{alt}]({files[key]})", ""]
-        lines += provenance(dataset_records, [r for r in every_record if r["dataset"]["name"] == dataset], command)
+            if key in files:
+                lines += [f"![{alt}]({files[key]})", ""]
+        lines += provenance(dataset_records, ran, command)
         if bad:
             lines += ["", "## Unreadable records (left out)", "", *[f"- {b}" for b in bad]]
         path = Path(f"{base}.md")

@@ -55,6 +55,29 @@ def host_syncs(fn, batches, steps: int) -> dict:
     return {"host_syncs_per_step": sum(sites.values()) / steps, "host_sync_sites": dict(sites.most_common(5))}
 
 
+def matmul_peak_flops(runtime, size: int | None = None, windows: int = 3, seconds: float = 0.3) -> float:
+    """FLOP/s of a square matmul in the run's precision on its device, measured now (the best of
+    a few short windows): the ceiling a training step's own FLOP/s is compared with. 1024 on a
+    CPU (the fastest size on the 2-core EPYC), 8192 on a GPU. A convolution library can beat it."""
+    device = runtime.device
+    size = size or (8192 if device.type == "cuda" else 1024)
+    dtype = runtime.amp_dtype or torch.float32
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    a @ b
+    best = 0.0
+    for _ in range(windows):
+        _sync(device)
+        calls, start = 0, time.perf_counter()
+        while calls < 3 or time.perf_counter() - start < seconds:
+            a @ b
+            calls += 1
+            if device.type == "cuda" and calls % 10 == 0:
+                _sync(device)
+        _sync(device)
+        best = max(best, 2 * size**3 * calls / (time.perf_counter() - start))
+    return best
+
+
 def forever(loader: TensorBatches):
     for epoch in itertools.count():
         yield from loader.epoch(epoch)
@@ -108,7 +131,12 @@ def measure_speed(config: RunConfig, steps: int = 30, warmup: int = 5) -> dict:
         "peak_memory_bytes": int(peak),
         "peak_memory_kind": "cuda allocated" if device.type == "cuda" else "host max RSS",
         "device": device.type, "device_name": device_name(device),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "precision_reason": runtime.precision_reason,
     }
     result["pipeline_efficiency"] = result["train_images_per_sec"] / result["compute_only_images_per_sec"]
+    # A training step costs about 3 forward passes (forward, and backward for inputs and weights).
+    result["macs_per_image"] = setup.macs
+    result["train_flops_per_sec"] = 6 * setup.macs * result["train_images_per_sec"]
+    result["peak_flops_per_sec"] = matmul_peak_flops(runtime)
+    result["fraction_of_peak"] = result["train_flops_per_sec"] / result["peak_flops_per_sec"]
     return result

@@ -99,3 +99,29 @@ def holm(p_values) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[i]))
         adjusted[i] = running
     return adjusted.tolist()
+
+
+def equivalence_p(candidate, baseline, margin: float) -> float:
+    """Paired TOST (two one-sided t-tests): the p-value for "the mean difference lies within
+    ±margin". Small means the data show the two are equivalent to within the margin. NaN with
+    fewer than 2 pairs; with identical differences, 0 inside the margin and 1 outside."""
+    d = np.asarray(candidate, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    n = len(d)
+    if n < 2:
+        return math.nan
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    if sd == 0:
+        return 0.0 if abs(mean) < margin else 1.0
+    se = sd / math.sqrt(n)
+    p_above = stats.t.sf((mean + margin) / se, n - 1)  # H0: mean <= -margin
+    p_below = stats.t.cdf((mean - margin) / se, n - 1)  # H0: mean >= +margin
+    return float(max(p_above, p_below))
+
+
+def probability_better(candidate, baseline) -> float:
+    """P(A > B) on a paired run (Bouthillier et al. 2021): the share of pairs where the candidate
+    wins, a tie counting one half."""
+    a, b = np.asarray(candidate, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    if len(a) == 0:
+        return math.nan
+    return float(((a > b).sum() + 0.5 * (a == b).sum()) / len(a))

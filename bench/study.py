@@ -1,10 +1,12 @@
 """The tuned study protocol behind an experiment file's [tune] table, as one resumable command.
 
-Stage 1: one Optuna study per cell (model x [[losses]] entry) on the validation split, with
-pruning, over lr and the loss hyperparameters the entry leaves open; tuning runs never touch
-test. Stage 2: each cell's best parameters, unchanged, for every eval seed, as an ordinary grid;
-every eval record carries `tuning`. Each cell's study holds `trials` trials in total, so a rerun
-of a finished study adds none and changes no record.
+Stage 1: Optuna studies on the validation split, with pruning, over lr and the loss
+hyperparameters a [[losses]] entry leaves open; tuning runs never touch test. Per-seed mode (the
+default): one study per cell and eval seed, with its own tuning seed (and so its own train/val
+partition); single mode: one study per cell. Every study starts with the same log-spaced lr grid
+(never pruned), then TPE. Stage 2: each study's best parameters, unchanged, on its eval seed(s),
+as an ordinary grid; every eval record carries `tuning`. Each study holds `trials` trials in
+total, so a rerun of a finished study adds none and changes no record.
 
 Sharing: with an RDB storage (sqlite:///, postgresql://) any number of workers split both
 stages; a dead worker's trial is failed by its stale heartbeat and re-queued with the same
@@ -34,10 +36,13 @@ from bench.tuning import (
     HEARTBEAT_SECONDS,
     OBJECTIVES,
     SearchSpace,
+    best_trial,
+    enqueue_lr_grid,
     make_pruner,
     make_sampler,
     open_storage,
     requeue_interrupted,
+    search_evidence,
     trial_objective,
 )
 
@@ -53,12 +58,31 @@ def is_shared(storage_url: str) -> bool:
     return not storage_url.startswith("journal:")
 
 
-def study_name(cell: Cell, spec: TuneSpec) -> str:
-    """Stable per cell and tuning budget; the trial count is left out so it can grow."""
+def _budget(spec: TuneSpec) -> dict:
+    """The tuning budget that names a study; the trial count is left out so it can grow, and the
+    single-study mode without an lr grid keeps the names its published studies have."""
     budget = {k: v for k, v in asdict(spec).items() if k != "trials"}
-    identity = json.dumps({"cell": spec.trial_config(cell.config).config_hash(), "lr_fixed": cell.lr_fixed,
-                           "budget": budget}, sort_keys=True)
+    if not spec.per_seed and spec.lr_points == 0:
+        del budget["per_seed"], budget["lr_points"]
+    return budget
+
+
+def cell_id(cell: Cell, spec: TuneSpec) -> str:
+    """A cell's identity across its eval seeds (per-seed studies differ in seed and split only)."""
+    identity = json.dumps({"cell": replace(cell.config, seed=0, split_seed=0).config_hash(), "lr_fixed": cell.lr_fixed,
+                           "budget": _budget(spec)}, sort_keys=True)
+    return hashlib.sha1(identity.encode()).hexdigest()[:8]
+
+
+def study_name(cell: Cell, spec: TuneSpec, config=None, eval_seed: int | None = None) -> str:
+    """Stable per cell, tuning budget and (per-seed mode) eval seed: readable model, loss and
+    dataset, then a hash of the rest. `config` is the cell on that eval seed (its split)."""
+    config = config or cell.config
+    identity = json.dumps({"cell": spec.trial_config(config, eval_seed or 0).config_hash(), "lr_fixed": cell.lr_fixed,
+                           "budget": _budget(spec)}, sort_keys=True)
     name = f"tune-{cell.config.dataset}-{cell.config.model}-{cell.config.loss}"
+    if spec.per_seed:
+        name += f"-seed{eval_seed}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name) + "-" + hashlib.sha1(identity.encode()).hexdigest()[:8]
 
 
@@ -80,20 +104,22 @@ def requeue_leftovers(study) -> None:
     requeue_interrupted(study, also=leftovers)
 
 
-def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log) -> dict:
-    """Stage 1 for one cell: fill its study up to `spec.trials` finished trials (with other
-    workers, if shared), wait for the trials still running elsewhere, and return the `tuning`
-    entry of its eval records."""
+def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log, config=None,
+              eval_seed: int = 0) -> dict:
+    """Stage 1 for one cell (per-seed mode: for one eval seed, `config` being the cell on that
+    seed): fill its study up to `spec.trials` finished trials (with other workers, if shared),
+    wait for the trials still running elsewhere, and return the `tuning` entry of its eval records."""
     import optuna
 
-    config = spec.trial_config(cell.config)
+    config = spec.trial_config(config or cell.config, eval_seed)
     space = SearchSpace.of(config, cell.lr_fixed, spec.lr)
-    info = {"study": None, "trials": 0, "objective": spec.objective, "best_value": None, "params": {},
-            "seed": spec.seed, "epochs": config.epochs, "limit_train": config.limit_train, "pruner": spec.pruner,
-            "lr_range": list(space.lr) if space.lr else None}
+    legacy = not spec.per_seed and spec.lr_points == 0  # the published single-study boards' protocol
+    info = {"study": None, "mode": spec.mode, **({} if legacy else {"cell": cell_id(cell, spec)}), "trials": 0, "objective": spec.objective,
+            "best_value": None, "params": {}, "seed": config.seed, "epochs": config.epochs,
+            "limit_train": config.limit_train, "pruner": spec.pruner, "lr_range": list(space.lr) if space.lr else None}
     if not space.lr and not space.loss_params:
         return info  # everything given: nothing to tune, the cell runs as written
-    name = study_name(cell, spec)
+    name = study_name(cell, spec, config, eval_seed)
     pruner = make_pruner(spec.pruner, config.epochs)
     try:  # load first: a create call on an existing study still appends to a journal
         study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
@@ -104,6 +130,7 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log)
         requeue_interrupted(study)
     else:
         requeue_leftovers(study)
+    grid = enqueue_lr_grid(study, space, config, spec.grid_size())
     objective = trial_objective(config, space, out, spec.objective, name, log)
     limit = optuna.study.MaxTrialsCallback(spec.trials, states=tuple(
         getattr(optuna.trial.TrialState, n) for n in ("COMPLETE", "PRUNED", "RUNNING")))
@@ -112,7 +139,7 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log)
         finished, running = len(_states(study, "COMPLETE", "PRUNED")), len(_states(study, "RUNNING"))
         if spec.trials - finished - running > 0:
             # seeded by position, so a resumed study does not replay its first random draws
-            study.sampler = make_sampler(spec.seed + len(study.trials), spec.trials)
+            study.sampler = make_sampler(config.seed + len(study.trials), spec.trials)
             study.optimize(objective, n_trials=spec.trials - finished - running, callbacks=[limit], catch=())
         elif running:
             time.sleep(HEARTBEAT_SECONDS)  # other workers' trials decide the best too: wait for them
@@ -120,14 +147,15 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log)
             break
     if not _states(study, "COMPLETE"):
         raise UsageError(f"no tuning trial of {name} completed (all pruned or diverged); widen [tune] lr or epochs")
-    best = study.best_trial
-    return info | {"study": name, "trials": finished, "best_value": best.value, "params": space.values(best.params)}
+    best = best_trial(study, spec.objective)
+    return info | {"study": name, "trials": finished, "best_value": best.value, "params": space.values(best.params),
+                   "lr_grid": grid, "split_seed": config.split_seed, **search_evidence(study, spec.objective, best)}
 
 
-def eval_config(cell: Cell, spec: TuneSpec, tuning: dict, seed: int):
-    """A cell's eval run: its settings with the best trial's values, unchanged, on an eval seed."""
+def eval_config(cell: Cell, spec: TuneSpec, tuning: dict, config):
+    """A cell's eval run: its settings on an eval seed (`config`) with the best trial's values, unchanged."""
     space = SearchSpace.of(cell.config, cell.lr_fixed, spec.lr)
-    return replace(space.apply(tuning["params"], cell.config), seed=seed)
+    return space.apply(tuning["params"], config)
 
 
 def run_study(experiment: Experiment, out: Path, storage_url: str | None, make_reporter, log=print) -> Counter:
@@ -142,14 +170,17 @@ def run_study(experiment: Experiment, out: Path, storage_url: str | None, make_r
     storage = open_storage(url)
     configs, extras = [], []
     for i, cell in enumerate(experiment.cells, 1):
-        tuning = tune_cell(cell, spec, storage, out / TUNING_DIR, shared, log)
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in tuning["params"].items()) or "nothing tuned"
-        log(f"cell {i}/{len(experiment.cells)} {cell.config.model} x {cell.config.loss}: {shown} "
-            f"({tuning['trials']} trials)")
-        if note := tuned_lr_note(tuning):
-            log(f"  warning: {note}; widen [tune] lr = [low, high] (every cell is then tuned anew)")
+        label = f"cell {i}/{len(experiment.cells)} {cell.config.model} x {cell.config.loss}"
+        single = None if spec.per_seed else tune_cell(cell, spec, storage, out / TUNING_DIR, shared, log)
         for seed in experiment.seeds:
-            configs.append(eval_config(cell, spec, tuning, seed))
+            config = experiment.config_for(cell, seed)
+            tuning = single or tune_cell(cell, spec, storage, out / TUNING_DIR, shared, log, config, seed)
+            if single is None or seed == experiment.seeds[0]:
+                shown = ", ".join(f"{k}={v:.4g}" for k, v in tuning["params"].items()) or "nothing tuned"
+                log(f"{label}{f' seed {seed}' if single is None else ''}: {shown} ({tuning['trials']} trials)")
+                if note := tuned_lr_note(tuning):
+                    log(f"  warning: {note}; widen [tune] lr = [low, high] (every cell is then tuned anew)")
+            configs.append(eval_config(cell, spec, tuning, config))
             extras.append({"tuning": tuning})
     if shared:
         return run_grid_shared(configs, out, url, make_reporter, log, extras)

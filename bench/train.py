@@ -22,6 +22,7 @@ from bench.loader import TensorBatches
 from bench.losses import build_loss, get_loss, loss_sources, resolve_loss_params
 from bench.metrics import EvalAccumulator
 from bench.models import BuiltModel, build_model, check_model, plugin_sources
+from bench.precision import bf16_safe, choose_precision
 from bench.record import (
     HISTORY_NAME, RECORD_NAME, RUN_INFO_NAME, SCHEMA_VERSION, environment, find_resumable, new_run_id, utc_now,
     write_history_csv, write_json_atomic,
@@ -41,6 +42,7 @@ class RunStopped(Exception):
 class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None  # None: plain fp32
+    precision_reason: str = ""
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -52,22 +54,28 @@ class Runtime:
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
 
 
-def resolve_runtime(device: str, precision: str) -> Runtime:
+def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
-    if precision == "auto":
-        bf16_ok = dev.type == "cuda" and torch.cuda.is_bf16_supported()
-        return Runtime(dev, torch.bfloat16 if bf16_ok else None)
+    return dev
+
+
+def resolve_runtime(device: str, precision: str, macs: int | None = None, loss_bf16: bool = True) -> Runtime:
+    """Device and autocast dtype; `--precision auto` is decided by bench.precision from the
+    model's MACs per image and whether the loss tolerates bf16."""
+    dev = resolve_device(device)
     if precision == "fp16" and dev.type != "cuda":
         raise UsageError("--precision fp16 needs a CUDA GPU; on the CPU use fp32 or bf16")
-    return Runtime(dev, {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+    chosen = choose_precision(precision, dev, macs, loss_bf16)
+    return Runtime(dev, chosen.amp_dtype, chosen.reason)
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> int:
-    """Forward multiply-accumulates for one image (torch's FLOP counter counts 2 per MAC)."""
+    """Forward multiply-accumulates for one image (torch's FLOP counter counts 2 per MAC); the
+    meta device works too (shapes only)."""
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
@@ -174,19 +182,13 @@ class Setup:
     data: DataSplits
     loss_params: dict
     criterion: nn.Module
+    macs: int  # forward multiply-accumulates per image
 
     def make_model(self) -> tuple[nn.Module, BuiltModel]:
         """The model on its device, with the seed's initial weights (the same whatever the loss)."""
-        config, data = self.config, self.data
-        torch.manual_seed(config.seed)
-        try:
-            built = build_model(config.model, data.input_shape, len(data.class_names), config.stem,
-                                config.pretrained, config.weights, config.base_dir)
-        except ValueError as exc:
-            raise UsageError(f"model {config.model} cannot take {data.input_shape} inputs: {exc}") from None
-        module = built.module.to(self.runtime.device)
-        materialize_lazy(module, data.input_shape, self.runtime.device)
-        return module.to(memory_format=built.memory_format), built
+        torch.manual_seed(self.config.seed)
+        built = _build(self.config, self.data, self.runtime.device)
+        return built.module.to(memory_format=built.memory_format), built
 
     def batches(self, split: str, batch_size: int, channels_last: bool) -> TensorBatches:
         """Tensor batches of a split; the training split is shuffled and augmented per seed."""
@@ -196,6 +198,36 @@ class Setup:
             train=train, seed=self.config.seed, crop_pad=4 if train and self.config.augment else 0,
             channels_last=channels_last,
         )
+
+
+def _build(config: RunConfig, data: DataSplits, device: torch.device, weights: bool = True) -> BuiltModel:
+    """The model on `device` with lazy modules materialised; `weights=False` skips loading
+    pretrained or given weights (for counting MACs on the meta device)."""
+    try:
+        built = build_model(config.model, data.input_shape, len(data.class_names), config.stem,
+                            config.pretrained and weights, config.weights if weights else None, config.base_dir)
+    except ValueError as exc:
+        raise UsageError(f"model {config.model} cannot take {data.input_shape} inputs: {exc}") from None
+    built.module = built.module.to(device)
+    materialize_lazy(built.module, data.input_shape, device)
+    return built
+
+
+def model_macs(config: RunConfig, data: DataSplits) -> int:
+    """Forward MACs per image, counted on the meta device (no memory, no random draws); a
+    user's model that cannot be built there is counted on the CPU instead."""
+    rng = torch.get_rng_state()
+    try:
+        with torch.device("meta"):
+            built = _build(config, data, torch.device("meta"), weights=False)
+        return count_macs(built.module, data.input_shape, torch.device("meta"))
+    except UsageError:
+        raise
+    except Exception:  # noqa: BLE001  (meta tensors are not for every user's code)
+        built = _build(config, data, torch.device("cpu"), weights=False)
+        return count_macs(built.module, data.input_shape, torch.device("cpu"))
+    finally:
+        torch.set_rng_state(rng)
 
 
 def materialize_lazy(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> None:
@@ -229,14 +261,18 @@ def check_loss(criterion: nn.Module, name: str, num_classes: int, device: torch.
 
 
 def prepare(config: RunConfig) -> Setup:
-    runtime = resolve_runtime(config.device, config.precision)
+    device = resolve_device(config.device)
     check_model(config.model, config.base_dir)
-    get_loss(config.loss, config.base_dir)
+    spec = get_loss(config.loss, config.base_dir)
     data = prepare_splits(config)
-    loss_params = resolve_loss_params(config.loss, config.loss_params, len(data.class_names), config.base_dir)
-    criterion = build_loss(config.loss, loss_params, data.class_counts(), config.base_dir).to(runtime.device)
-    check_loss(criterion, config.loss, len(data.class_names), runtime.device)
-    return Setup(config, runtime, data, loss_params, criterion)
+    num_classes = len(data.class_names)
+    loss_params = resolve_loss_params(config.loss, config.loss_params, num_classes, config.base_dir)
+    criterion = build_loss(config.loss, loss_params, data.class_counts(), config.base_dir).to(device)
+    check_loss(criterion, config.loss, num_classes, device)
+    macs = model_macs(config, data)
+    loss_bf16 = spec.bf16 if spec.bf16 is not None else bf16_safe(criterion, num_classes)
+    runtime = resolve_runtime(config.device, config.precision, macs, loss_bf16)
+    return Setup(config, runtime, data, loss_params, criterion, macs)
 
 
 def sources(config: RunConfig) -> dict:
@@ -245,14 +281,17 @@ def sources(config: RunConfig) -> dict:
     return {k: v for k, v in found.items() if v}
 
 
-def run_identity(config: RunConfig) -> str:
+def run_identity(config: RunConfig, extra: dict | None = None) -> str:
     """The run's identity for resume and grids: the config hash, and for a user's own model or loss
-    the sha256 of its code too, so an edited file makes a new run instead of resuming an old one."""
+    the sha256 of its code too, so an edited file makes a new run instead of resuming an old one.
+    An eval run of a tuned cell also carries the cell (`tuning.cell`): two cells whose searches
+    land on the same values are still two rows, each with its own run."""
     found = sources(config)
-    if not found:
+    cell = ((extra or {}).get("tuning") or {}).get("cell")
+    if not found and not cell:
         return config.config_hash()
     code = json.dumps({kind: source["sha256"] for kind, source in sorted(found.items())})
-    return hashlib.sha1((config.config_hash() + code).encode()).hexdigest()[:12]
+    return hashlib.sha1((config.config_hash() + code + (cell or "")).encode()).hexdigest()[:12]
 
 
 def run(
@@ -273,7 +312,7 @@ def run(
     model, built = setup.make_model()
     check_outputs_are_logits(model, data, config.model, runtime.device, config.allow_prob_outputs)
 
-    config_hash = run_identity(config)
+    config_hash = run_identity(config, extra)
     folder, completed = find_resumable(out_dir, config_hash) if resume else (None, None)
     if completed is not None:
         return completed, folder / RECORD_NAME
@@ -293,7 +332,8 @@ def run(
         "status": "running",
         "started": info["started"],
         "command": command,
-        "config": {**config.to_dict(), "loss_params": loss_params, "precision": runtime.precision},
+        "config": {**config.to_dict(), "loss_params": loss_params, "precision": runtime.precision,
+                   "precision_reason": runtime.precision_reason},
         "dataset": {
             "name": data.name, "class_names": data.class_names, "input_shape": list(data.input_shape),
             "splits": data.sizes(), "mean": list(data.mean), "std": list(data.std),
@@ -306,7 +346,7 @@ def run(
         "model": {
             "params": sum(p.numel() for p in model.parameters()),
             "stem": built.stem,
-            "macs": count_macs(model, data.input_shape, runtime.device),
+            "macs": setup.macs,
         },
         "history": [],
         "metrics": {},

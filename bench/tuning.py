@@ -94,15 +94,20 @@ def serialize_sqlite_transactions(engine) -> None:
     engine.dispose()  # pooled connections were opened before the listeners
 
 
+GRID_ATTR = "lr_grid"  # user attribute of the enqueued lr-grid trials, which are never pruned
+
+
 class PruningReporter(QuietReporter):
-    """Reports each epoch's validation metric to the trial and stops the run when told to."""
+    """Reports each epoch's validation metric to the trial and stops the run when told to
+    (an lr-grid trial runs to the end: every loss sees those candidates at full fidelity)."""
 
     def __init__(self, trial, key: str) -> None:
         self.trial, self.key = trial, key
+        self.prunable = not trial.user_attrs.get(GRID_ATTR)
 
     def epoch(self, entry: dict) -> None:
         self.trial.report(entry[self.key], entry["epoch"])
-        if self.trial.should_prune():
+        if self.prunable and self.trial.should_prune():
             raise RunStopped("pruned", f"pruned by the tuner after epoch {entry['epoch']}")
 
 
@@ -156,7 +161,8 @@ def requeue_interrupted(study, also=()) -> None:
                if t.user_attrs.get("interrupted")]
     for trial in [*also, *stopped]:
         if trial.number not in retried and trial.params:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            grid = {GRID_ATTR: True} if trial.user_attrs.get(GRID_ATTR) else {}
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **grid})
             retried.add(trial.number)
 
 
@@ -168,12 +174,73 @@ def make_sampler(seed: int, trials: int):
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, trials // 3)))
 
 
+def pruning_warmup(epochs: int) -> int:
+    """No trial is judged before half its epochs: one epoch's validation score is mostly noise
+    (the noise board's ce trial at the lr that won for sce was pruned after epoch 1)."""
+    return max(1, epochs // 2)
+
+
 def make_pruner(name: str, epochs: int):
     import optuna
 
+    warmup = pruning_warmup(epochs)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        return optuna.pruners.HyperbandPruner(min_resource=warmup, max_resource=epochs, reduction_factor=3)
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=warmup)
+
+
+def lr_grid(lr_range: tuple[float, float], points: int) -> list[float]:
+    """`points` lr values evenly spaced in log over the range, ends included (one: its log-middle)."""
+    low, high = (math.log(v) for v in lr_range)
+    if points == 1:
+        return [math.exp((low + high) / 2)]
+    return [math.exp(low + (high - low) * i / (points - 1)) for i in range(points)]
+
+
+def enqueue_lr_grid(study, space: "SearchSpace", config: RunConfig, points: int) -> list[float]:
+    """The same lr candidates for every loss of a model, first in every study: each point with the
+    loss's free hyperparameters at their defaults (on the tuner's scale). Enqueued once even when
+    several workers start together (skip_if_exists)."""
+    if not space.lr or points < 1:
+        return []
+    hps = get_loss(config.loss, config.base_dir).params
+    defaults = {}
+    for k in space.loss_params:
+        hp = hps[k]
+        value = min(max(float(hp.default), hp.tune[0]), hp.tune[1])
+        defaults |= {f"1-{k}": 1 - value} if hp.log_complement else {k: value}
+    grid = lr_grid(space.lr, points)
+    for lr in grid:
+        study.enqueue_trial({"lr": lr, **defaults}, user_attrs={GRID_ATTR: True}, skip_if_exists=True)
+    return grid
+
+
+def best_trial(study, objective: str):
+    """The best completed trial; an exact tie (accuracy counts images) goes to the better
+    validation NLL (accuracy for an NLL objective), not to trial order."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    sign = 1 if OBJECTIVES[objective][1] == "maximize" else -1
+    other, other_sign = ("val_nll", -1) if objective == "val_acc" else ("val_acc", 1)
+    return max(done, key=lambda t: (sign * t.value, other_sign * t.user_attrs.get(other, 0.0), -t.number))
+
+
+def search_evidence(study, objective: str, best) -> dict:
+    """How decided the search was: the trials tied with the best, and the lr span of the trials
+    within one standard error of it (binomial, from the validation size) where the objective is
+    accuracy. A span over many lr values means the objective is flat there: the best lr is noise."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    tied = sum(t.value == best.value for t in done)
+    evidence = {"completed_trials": len(done), "tied_with_best": tied, "all_tied": len(done) > 1 and tied == len(done)}
+    n_val = best.user_attrs.get("val_size")
+    if objective == "val_acc" and n_val and "lr" in best.params:
+        se = math.sqrt(max(best.value * (1 - best.value), 1e-12) / n_val)
+        near = [t.params["lr"] for t in done if t.value >= best.value - se and "lr" in t.params]
+        evidence |= {"standard_error": se, "lr_within_se": [min(near), max(near)]}
+    return evidence
 
 
 def trial_objective(config: RunConfig, space: SearchSpace, out: Path, objective: str, study_name: str, log):
@@ -198,6 +265,10 @@ def trial_objective(config: RunConfig, space: SearchSpace, out: Path, objective:
         if record["status"] != "completed":
             raise optuna.TrialPruned()  # diverged: nothing to learn from its value
         value = record["history"][-1][key]
+        last = record["history"][-1]
+        trial.set_user_attr("val_nll", last["val_nll"])  # breaks exact ties (best_trial)
+        trial.set_user_attr("val_acc", last["val_acc"])
+        trial.set_user_attr("val_size", record["dataset"]["splits"]["val"])
         log(f"{study_name} trial {trial.number}: {objective} {value:.4f} with " +
             ", ".join(f"{k}={v:.4g}" for k, v in trial.params.items()))
         return value
@@ -233,7 +304,7 @@ def tune(
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         raise UsageError(f"no trial of study {study_name} completed (all pruned or diverged); widen the budget")
-    best = study.best_trial
+    best = best_trial(study, objective)
     best_path = out / f"{study_name}.best.json"
     tuned = space.apply(best.params, config)
     if note := lr_edge_note(tuned.lr, space.lr):

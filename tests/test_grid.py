@@ -220,9 +220,10 @@ def test_estimate_multiplies_measured_speed_by_the_grids_work(tmp_path):
     mlp2_ce, tiny_focal = by_cell["mlp2", "ce"], by_cell["cnn-tiny", "focal"]
     assert mlp2_ce["eval_runs"] == 2
     assert mlp2_ce["eval_run_seconds"] == pytest.approx(1 * (270 / 100 + 30 / 1000) + 100 / 1000)
-    # focal 0.5 is given, lr is not: tuned, 4 trials of 2 epochs on 200 images (180 train, 20 val), no test
-    assert tiny_focal["tuning_trials"] == 4
-    assert tiny_focal["tuning_seconds_at_most"] == pytest.approx(4 * 2 * (180 / 50 + 20 / 1000))
+    # focal 0.5 is given, lr is not: tuned per eval seed (2 studies), 4 trials of 2 epochs on 200 images
+    # (180 train, 20 val), no test
+    assert tiny_focal["tuning_trials"] == 2 * 4
+    assert tiny_focal["tuning_seconds_at_most"] == pytest.approx(2 * 4 * 2 * (180 / 50 + 20 / 1000))
 
 
 def test_grid_estimate_prints_the_cost_and_runs_nothing(cli, tmp_path):

@@ -28,6 +28,8 @@ epochs = 2
 seed = 100
 objective = "val_acc"
 lr = [0.005, 0.5]
+per_seed = false  # the single-study protocol of the published boards (tests of per-seed mode: test_per_seed.py)
+lr_points = 0
 
 [[losses]]
 name = "ce"

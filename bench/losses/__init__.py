@@ -105,6 +105,9 @@ class LossSpec:
     params: dict[str, HParam] = field(default_factory=dict)
     needs_class_counts: bool = False  # the constructor takes `class_counts` of the training split
     source: str = "bench"  # or where a plug-in came from
+    # False: its value or gradient moves under bf16-rounded logits, so --precision auto keeps fp32
+    # (bench.precision); None: a user's loss, probed when a run starts
+    bf16: bool | None = True
 
     @property
     def summary(self) -> str:
@@ -121,12 +124,13 @@ def register_loss(
     params: dict[str, HParam] | None = None,
     aliases: tuple[str, ...] = (),
     needs_class_counts: bool = False,
+    bf16: bool = True,
 ):
     """Class decorator adding a loss to the registry under `name` (and each alias)."""
 
     def register(cls: type[nn.Module]) -> type[nn.Module]:
         for key in (name, *aliases):
-            LOSSES.add(key, LossSpec(key, cls, dict(params or {}), needs_class_counts))
+            LOSSES.add(key, LossSpec(key, cls, dict(params or {}), needs_class_counts, bf16=bf16))
         return cls
 
     return register
@@ -144,10 +148,10 @@ class FunctionLoss(nn.Module):
 def spec_of(obj, name: str, source: str) -> LossSpec:
     """The registry entry of a user's loss: an nn.Module class or a function (logits, targets) -> scalar."""
     if isinstance(obj, type) and issubclass(obj, nn.Module):
-        return LossSpec(name, obj, {}, False, source)
+        return LossSpec(name, obj, {}, False, source, bf16=None)
     if callable(obj) and not isinstance(obj, type):
         cls = type(getattr(obj, "__name__", "loss"), (FunctionLoss,), {"__doc__": obj.__doc__, "function": staticmethod(obj)})
-        return LossSpec(name, cls, {}, False, source)
+        return LossSpec(name, cls, {}, False, source, bf16=None)
     raise UsageError(f"loss {name!r} is an object of type {type(obj).__name__}, not an nn.Module class or a function "
                      "(logits, targets) -> scalar")
 

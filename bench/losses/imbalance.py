@@ -98,6 +98,7 @@ class LogitAdjusted(nn.Module):
         "bin_momentum": HParam(0.0, low=0.0, high=1.0, high_open=True,
                                help="0: bin counts of the batch; > 0: their moving average across batches (stateful)"),
     },
+    bf16=False,  # bf16 rounding of logits moves samples across g's bins: 40% gradient error
 )
 class GHMC(nn.Module):
     """GHM-C (Li, Liu & Wang 2019), softmax form: ce weighted by the inverse density of the
