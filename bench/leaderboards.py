@@ -372,6 +372,26 @@ def answers(groups: list[Group], comparisons: list[Comparison], shots: Shots | N
     return lines
 
 
+def search_table(groups: list[Group]) -> pd.DataFrame:
+    """Per tuned row, how decided its search was: the lr values its studies chose (per seed: the
+    spread of re-tuning), the lr span within one standard error of each best trial (a wide one: the
+    objective is flat there), and how many studies ended in ties."""
+    rows = []
+    for g in sorted((g for g in groups if g.tuning and g.tuning.get("study")), key=lambda g: (g.model, g.loss)):
+        tunings = {r["tuning"]["study"]: r["tuning"] for r in g.records}.values()
+        chosen = [t["params"]["lr"] for t in tunings if "lr" in t["params"]]
+        spans = [t["lr_within_se"][1] / t["lr_within_se"][0] for t in tunings if t.get("lr_within_se")]
+        rows.append({
+            "model": g.model, "loss": g.loss, "studies": len(tunings),
+            "chosen lr": "" if not chosen else f"{min(chosen):.3g}" + (
+                f"–{max(chosen):.3g} (x{max(chosen) / min(chosen):.1f})" if len(chosen) > 1 else ""),
+            "lr within 1 SE of the best (median factor)": "n/a" if not spans else f"x{float(pd.Series(spans).median()):.1f}",
+            "studies with ties at the best": sum(t.get("tied_with_best", 1) > 1 for t in tunings),
+            "studies all tied": sum(bool(t.get("all_tied")) for t in tunings),
+        })
+    return pd.DataFrame(rows)
+
+
 def per_class_table(groups: list[Group]) -> pd.DataFrame:
     class_names = groups[0].records[0]["dataset"]["class_names"]
     rows = []
@@ -645,8 +665,12 @@ def summary(dataset: str, groups: list[Group], comparisons: list[Comparison], an
         lrs = [r["config"]["lr"] for r in g.records]
         rows.append({
             "rank": None if mark == UNRANKED else rank, "model": g.model, "loss": g.loss, "loss_name": g.records[0]["config"]["loss"],
-            "seeds": g.seeds, "vs_leader": mark, "learned": g.learned, "tuning_mode": (g.tuning or {}).get("mode"),
+            "seeds": g.seeds, "vs_leader": mark, "learned": g.learned,
+            "tuning_mode": (g.tuning.get("mode", "single") if g.tuning and g.tuning.get("study") else None),
             "search_tied": g.search_tied, "lr_min": min(lrs), "lr_max": max(lrs),
+            "tuned": [{"seed": r["config"]["seed"], **(r.get("tuning") or {}).get("params", {}),
+                       "lr_within_se": (r.get("tuning") or {}).get("lr_within_se")} for r in g.records]
+            if g.tuning else None,
             **{metric: stats_of(g, metric) for metric in METRICS},
         })
     evals, trials = [r for r in ran if is_eval_record(r)], [r for r in ran if not is_eval_record(r)]
@@ -674,6 +698,9 @@ def summary(dataset: str, groups: list[Group], comparisons: list[Comparison], an
 SECTIONS = (
     ("## Paired comparison against cross-entropy (same model, same seeds; Holm-corrected over this table)",
      "paired_vs_ce"),
+    ("## The search: what each row's studies chose, and how decided they were (re-tuning spread: the "
+     "chosen lr over seeds; a wide span within one standard error of the best: the objective is flat there)",
+     "search"),
     ("## Per-class test accuracy (%, mean over seeds)", "per_class"),
     ("## Runs that did not complete", "incomplete"),
 )
@@ -712,6 +739,8 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
         board = summary(dataset, groups, comparisons, answer_lines, ran, margin)
         tables = {"main": main_table(groups), "paired_vs_ce": paired_table(comparisons),
                   "per_class": per_class_table(groups), "incomplete": incomplete_table(records, dataset)}
+        if any(g.tuning and g.tuning.get("lr_grid") is not None for g in groups):
+            tables["search"] = search_table(groups)
         if shots:
             tables["shots"] = shots_table(groups, shots)
         base = out / f"leaderboard-{slug(dataset)}"
@@ -757,7 +786,8 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
         if shots:
             lines += [shots_heading(shots), "", markdown(tables["shots"]), ""]
         for heading, key in SECTIONS:
-            lines += [heading, "", markdown(tables[key]), ""]
+            if key in tables:
+                lines += [heading, "", markdown(tables[key]), ""]
         left_out = [r for r in stale if r["dataset"]["name"] == dataset]
         if left_out:
             lines += [f"Left out: {len(left_out)} eval runs of an earlier, shorter tuning of the same cell "

@@ -1,7 +1,7 @@
 """CPU toolbox, measured per family: fp32 / bf16 / auto, channels_last, torch.compile, batch size,
 threads. One JSON line per measurement (bench.speed's timer), for benchmarks/RESULTS.md.
 
-    python benchmarks/cpu_precision.py > benchmarks/cpu-precision-DATE.jsonl
+    python benchmarks/cpu_precision.py [precision|side_by_side|channels_last|compile|batch|threads ...] > FILE.jsonl
 
 Run it on an idle machine: two jobs on 2 cores each run several times slower.
 """
@@ -45,6 +45,10 @@ def main(which: set[str]) -> None:
     for model, dataset, root, size in FAMILIES:
         base = RunConfig(model=model, loss="ce", dataset=dataset, data_root=root, image_size=size,
                          limit_train=2048, device="cpu")
+        if "side_by_side" in which:  # fp32 and auto alternated, REPEATS times: read the medians
+            for repeat in range(int(os.environ.get("REPEATS", "3"))):
+                for precision in ("fp32", "auto"):
+                    emit(replace(base, precision=precision), "side by side", repeat=repeat)
         if "precision" in which:
             for precision in ("fp32", "bf16", "auto"):
                 emit(replace(base, precision=precision), "precision")
@@ -66,4 +70,4 @@ def main(which: set[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(set(sys.argv[1:]) or {"precision", "channels_last", "compile", "batch", "threads"})
+    main(set(sys.argv[1:]) or {"precision", "side_by_side", "channels_last", "compile", "batch", "threads"})
