@@ -84,7 +84,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--out", default="runs", help="results folder (default: runs/)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true", help="no progress output; print only the record's path")
     p.add_argument("--resume", action="store_true",
                    help="continue the unfinished run of this configuration in --out from its checkpoint")
     group = p.add_argument_group("loss hyperparameters (see 'bench losses')")
@@ -147,7 +147,9 @@ def command_run(args: argparse.Namespace, argv: list[str]) -> int:
 
     record, path = run(config, Path(args.out), make_reporter(args.quiet), command=shlex.join(["bench", *argv]),
                        resume=args.resume)
-    if not args.quiet:
+    if args.quiet:
+        print(path)  # the one thing a script needs
+    else:
         print_summary(record, str(path))
     return 0 if record["status"] == "completed" else 1
 

@@ -278,6 +278,31 @@ class DataSplits:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
+def check_splits(data: DataSplits, batch_size: int) -> list[str]:
+    """Refuse data that cannot support a classification benchmark (one line, exit 2); return the
+    warnings a run that can still mean something carries in its record."""
+    names = data.class_names
+    if len(names) < 2:
+        raise UsageError(f"dataset {data.name} has {len(names)} class ({', '.join(names) or 'none'}); a "
+                         "classification benchmark needs at least two (one folder per class)")
+    counts = {split: torch.bincount(getattr(data, split).labels, minlength=len(names)).tolist()
+              for split in ("train", "val", "test")}
+    untrained = [names[c] for c, n in enumerate(counts["train"]) if n == 0]
+    if untrained:
+        raise UsageError(f"dataset {data.name}: class {', '.join(untrained)} has no training images; give every "
+                         "class training images, or leave the class out")
+    warnings = []
+    for split in ("val", "test"):
+        empty = [names[c] for c, n in enumerate(counts[split]) if n == 0]
+        if empty:
+            warnings.append(f"class {', '.join(empty)} has no {split} images: its {split} accuracy is undefined "
+                            "(shown as 0) and macro averages count it as 0")
+    if len(data.train) < batch_size:
+        warnings.append(f"the training split has {len(data.train)} images, fewer than one batch of {batch_size}: "
+                        "each epoch is a single step")
+    return warnings
+
+
 def stratified_pick(labels: torch.Tensor, total: int, generator: torch.Generator) -> torch.Tensor:
     """Sorted indices of `total` samples drawn per class in proportion to the class counts.
 

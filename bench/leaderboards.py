@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.config import tuned_lr_note
@@ -189,13 +190,20 @@ def fmt(s: Summary, scale: float = 1.0, digits: int = 2) -> str:
 UNRANKED = "1 seed: not ranked"
 
 
+def leader_p_values(ranked: list[Group]) -> list[float]:
+    """Holm-adjusted p of each row against the leader (NaN for the leader and untested rows)."""
+    leader = ranked[0].by_seed("accuracy")
+    tests = [compare_by_seed(g.by_seed("accuracy"), leader) for g in ranked[1:]]
+    adjusted = holm([t.p_value for t in tests])
+    untested = [ranked[0].several_seeds and not g.several_seeds for g in ranked[1:]]
+    return [math.nan] + [math.nan if skip else p for p, skip in zip(adjusted, untested)]
+
+
 def vs_leader(ranked: list[Group]) -> list[str]:
     """Each row against the leader: a t-test on test accuracy (paired on common seeds, else Welch),
     Holm-corrected over the table; '≈ leader' where the data cannot separate them at ALPHA. A
     one-seed row under a leader of several seeds is not tested (it comes last, see rank_rows)."""
-    leader = ranked[0].by_seed("accuracy")
-    tests = [compare_by_seed(g.by_seed("accuracy"), leader) for g in ranked[1:]]
-    adjusted = holm([t.p_value for t in tests])
+    adjusted = leader_p_values(ranked)[1:]
     marks = ["leader"]
     for g, p in zip(ranked[1:], adjusted):
         if ranked[0].several_seeds and not g.several_seeds:
@@ -661,11 +669,11 @@ def summary(dataset: str, groups: list[Group], comparisons: list[Comparison], an
 
     ranked = rank_rows(groups)
     rows = []
-    for rank, (g, mark) in enumerate(zip(ranked, vs_leader(ranked)), 1):
+    for rank, (g, mark, p) in enumerate(zip(ranked, vs_leader(ranked), leader_p_values(ranked)), 1):
         lrs = [r["config"]["lr"] for r in g.records]
         rows.append({
             "rank": None if mark == UNRANKED else rank, "model": g.model, "loss": g.loss, "loss_name": g.records[0]["config"]["loss"],
-            "seeds": g.seeds, "vs_leader": mark, "learned": g.learned,
+            "seeds": g.seeds, "vs_leader": mark, "p_holm_vs_leader": _number(p), "learned": g.learned,
             "tuning_mode": (g.tuning.get("mode", "single") if g.tuning and g.tuning.get("study") else None),
             "search_tied": g.search_tied, "lr_min": min(lrs), "lr_max": max(lrs),
             "tuned": [{"seed": r["config"]["seed"], **(r.get("tuning") or {}).get("params", {}),
@@ -693,6 +701,24 @@ def summary(dataset: str, groups: list[Group], comparisons: list[Comparison], an
         "compute": {"eval_runs": len(evals), "eval_hours": compute_time(evals)[0],
                     "tuning_trials": len(trials), "tuning_hours": compute_time(trials)[0]},
     }
+
+
+def numeric_tables(board: dict, groups: list[Group]) -> dict[str, pd.DataFrame]:
+    """The summary flattened for CSV: `main` (a row per configuration: mean, std, n and interval of
+    each metric, p vs the leader), `paired_vs_ce` (delta, interval, p, p_holm, equivalence p,
+    P(beats ce), verdict, detectable difference) and `per_class` (mean accuracy per class)."""
+    main = pd.DataFrame([
+        {"rank": r["rank"], "model": r["model"], "loss": r["loss"], "n": r["accuracy"]["n"],
+         **{f"{m}_{k}": r[m][k] for m in METRICS for k in ("mean", "std", "ci_low", "ci_high")},
+         "p_holm_vs_leader": r["p_holm_vs_leader"]}
+        for r in board["rows"]])
+    class_names = groups[0].records[0]["dataset"]["class_names"]
+    per_class = pd.DataFrame([
+        {"model": g.model, "loss": g.loss, **{
+            name: float(np.mean([r["metrics"]["test"]["per_class"][name]["accuracy"] for r in g.records]))
+            for name in class_names}}
+        for g in rank_rows(groups)])
+    return {"main": main, "paired_vs_ce": pd.DataFrame(board["comparisons_vs_ce"]), "per_class": per_class}
 
 
 SECTIONS = (
@@ -744,14 +770,16 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
         if shots:
             tables["shots"] = shots_table(groups, shots)
         base = out / f"leaderboard-{slug(dataset)}"
-        if fmt_ == "csv":
-            for key, df in tables.items():
+        if fmt_ == "csv":  # numbers as numbers: one row per configuration, one per comparison with ce
+            for key, df in numeric_tables(board, groups).items():
                 df.to_csv(f"{base}-{key}.csv", index=False)
                 written.append(Path(f"{base}-{key}.csv"))
             continue
-        if fmt_ == "json":
+        if fmt_ == "json":  # the summary (rows, comparisons with verdicts, answer, compute) and the flat tables
             path = Path(f"{base}.json")
-            path.write_text(json.dumps({k: df.to_dict(orient="records") for k, df in tables.items()}, indent=2))
+            flat = {k: df.astype(object).where(df.notna(), None).to_dict(orient="records")
+                    for k, df in numeric_tables(board, groups).items()}
+            path.write_text(json.dumps(board | flat, indent=2, allow_nan=False) + "\n")
             written.append(path)
             continue
         files = plots(groups, out, dataset)

@@ -87,10 +87,12 @@ def print_summary(record: dict, path: str, console: Console | None = None) -> No
     """Headline test metrics and the per-class table of a finished run."""
     console = console or Console()
     cfg, test = record["config"], record["metrics"].get("test")
+    for warning in record.get("warnings", []):
+        console.print(f"warning: {warning}", style="yellow", highlight=False)
     title = f"{cfg['model']} x {cfg['loss']} on {record['dataset']['name']} (seed {cfg['seed']})"
     if test is None:
         console.print(f"[bold]{title}[/]: run {record['status']} - {record.get('reason', '')}")
-        console.print(f"record: {path}")
+        console.print(f"record: {path}", soft_wrap=True, highlight=False)  # a path a script can copy: never wrapped
         return
     head = Table(title=title, show_header=True)
     for col in ("status", "test acc", "macro-F1", "NLL", "ECE", "train s", "img/s"):
@@ -110,4 +112,4 @@ def print_summary(record: dict, path: str, console: Console | None = None) -> No
             f"{m['f1']:.3f}", str(m["support"]),
         )
     console.print(per_class)
-    console.print(f"record: {path}")
+    console.print(f"record: {path}", soft_wrap=True, highlight=False)

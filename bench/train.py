@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.checkpoint import CHECKPOINT_NAME, Interrupted, graceful_stop, load_checkpoint, restore_rng_states, save_checkpoint
 from bench.config import RunConfig
-from bench.datasets import DataSplits, prepare_splits
+from bench.datasets import DataSplits, check_splits, prepare_splits
 from bench.errors import OutOfMemory, UsageError
 from bench.loader import TensorBatches
 from bench.losses import build_loss, get_loss, loss_sources, resolve_loss_params
@@ -183,6 +183,7 @@ class Setup:
     loss_params: dict
     criterion: nn.Module
     macs: int  # forward multiply-accumulates per image
+    warnings: list[str]  # what the data leaves doubtful (bench.datasets.check_splits), kept in the record
 
     def make_model(self) -> tuple[nn.Module, BuiltModel]:
         """The model on its device, with the seed's initial weights (the same whatever the loss)."""
@@ -265,6 +266,7 @@ def prepare(config: RunConfig) -> Setup:
     check_model(config.model, config.base_dir)
     spec = get_loss(config.loss, config.base_dir)
     data = prepare_splits(config)
+    warnings = check_splits(data, config.batch_size)
     num_classes = len(data.class_names)
     loss_params = resolve_loss_params(config.loss, config.loss_params, num_classes, config.base_dir)
     criterion = build_loss(config.loss, loss_params, data.class_counts(), config.base_dir).to(device)
@@ -272,7 +274,7 @@ def prepare(config: RunConfig) -> Setup:
     macs = model_macs(config, data)
     loss_bf16 = spec.bf16 if spec.bf16 is not None else bf16_safe(criterion, num_classes)
     runtime = resolve_runtime(config.device, config.precision, macs, loss_bf16)
-    return Setup(config, runtime, data, loss_params, criterion, macs)
+    return Setup(config, runtime, data, loss_params, criterion, macs, warnings)
 
 
 def sources(config: RunConfig) -> dict:
@@ -354,6 +356,7 @@ def run(
         "resumed_from": None if checkpoint is None else {"epoch": checkpoint["epoch"], "step": checkpoint["step"]},
         "env": environment(runtime.device),
         **({"sources": found} if (found := sources(config)) else {}),
+        **({"warnings": setup.warnings} if setup.warnings else {}),
         **(extra or {}),
     }
     batch_size = checkpoint["batch_size"] if checkpoint is not None else config.batch_size

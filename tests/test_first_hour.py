@@ -1,0 +1,113 @@
+"""What a new user trips over: fake results from data that cannot support a benchmark, a board
+that crowns a winner at chance, a record path a script cannot read back."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from bench.record import write_json_atomic
+from bench.leaderboards import write_leaderboards
+from tests.test_leaderboard import fake_record
+
+
+def image_tree(root, classes: dict[str, int], size=(16, 16)) -> None:
+    for cls, n in classes.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", size, color=(7 * i % 256, 3 * i % 256, len(cls) * 20)).save(root / cls / f"{i}.png")
+
+
+def run_folder(cli, tmp_path, folder, *extra):
+    return cli("run", "--model", "mlp2", "--loss", "ce", "--dataset", f"folder:{folder}", "--epochs", "1",
+               "--image-size", "16", "--out", str(tmp_path / "runs"), *extra)
+
+
+def test_a_single_class_folder_is_refused_not_scored_100_percent(cli, tmp_path):
+    image_tree(tmp_path / "one", {"cats": 20})
+    code, out, err = run_folder(cli, tmp_path, tmp_path / "one", "--quiet")
+    assert code == 2 and "has 1 class (cats)" in err and "at least two" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("record.json"))
+
+
+def sample_run(cli, tmp_path, *extra):
+    return cli("run", "--model", "mlp2", "--loss", "ce", "--dataset", "cifar10-sample", "--epochs", "1",
+               "--out", str(tmp_path / "runs"), *extra)
+
+
+def test_a_class_without_training_images_is_refused(cli, tmp_path):
+    code, _, err = sample_run(cli, tmp_path, "--limit-train", "8", "--val-fraction", "0.25", "--quiet")
+    assert code == 2 and "has no training images" in err and err.count("\n") == 1, err
+
+
+def test_a_class_missing_from_test_and_a_tiny_train_split_are_stated_warnings(cli, tmp_path):
+    code, out, err = sample_run(cli, tmp_path, "--limit-train", "100", "--limit-test", "5")
+    assert code == 0, err
+    assert "warning: class " in out and "has no test images" in out and "fewer than one batch of 128" in out
+    [path] = (tmp_path / "runs").rglob("record.json")
+    warnings = json.loads(path.read_text())["warnings"]
+    assert any("has no test images: its test accuracy is undefined" in w for w in warnings)
+    assert any("90 images, fewer than one batch of 128" in w for w in warnings)  # a tenth carved for val
+
+
+def test_quiet_prints_just_the_record_path_and_paths_never_wrap(cli, tmp_path):
+    deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "runs"
+    code, out, err = cli("run", "--model", "mlp2", "--loss", "ce", "--dataset", "cifar10-sample", "--epochs", "1",
+                         "--limit-train", "300", "--limit-test", "100", "--out", str(deep), "--quiet")
+    assert code == 0, err
+    [path] = deep.rglob("record.json")
+    assert out == f"{path}\n"
+    code, out, err = cli("run", "--model", "mlp2", "--loss", "ce", "--dataset", "cifar10-sample", "--epochs", "1",
+                         "--limit-train", "300", "--limit-test", "100", "--out", str(deep), "--seed", "1")
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("record: "))
+    assert line.endswith("record.json") and len(line) > 100  # one line, however long
+
+
+def test_a_board_at_chance_names_no_winner_and_clips_its_interval(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (ce, focal) in enumerate([(0.1225, 0.0100), (0.1500, 0.2000), (0.0950, 0.0150)]):
+        for loss, acc in (("ce", ce), ("focal", focal)):
+            r = fake_record("cnn", loss, {"gamma": 2.0} if loss == "focal" else {}, seed, acc)
+            write_json_atomic(runs / f"{loss}-{seed}" / "record.json", r)
+    [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
+    text = path.read_text()
+    assert "**No winner:**" in text and "these runs did not learn" in text
+    assert "- **cnn**: no winner: every loss is at chance level" in text
+    assert "best **" not in text
+    summary = json.loads((tmp_path / "out" / f"summary-{path.stem.removeprefix('leaderboard-')}.json").read_text())
+    assert summary["answer"]["no_winner"] is True
+    for row in summary["rows"]:
+        assert 0.0 <= row["accuracy"]["ci_low"] <= row["accuracy"]["ci_high"] <= 1.0
+    assert min(r["accuracy"]["ci_low"] for r in summary["rows"]) == 0.0  # the t-interval passed below 0
+    assert np.isclose(summary["rows"][0]["accuracy"]["mean"], np.mean([0.1225, 0.15, 0.095]))
+
+
+def test_json_and_csv_boards_hold_numbers_a_program_can_read(cli, tmp_path):
+    import pandas as pd
+
+    runs = tmp_path / "runs"
+    accs = {"ce": [0.66, 0.68, 0.67], "focal": [0.70, 0.71, 0.73]}
+    for loss, values in accs.items():
+        for seed, acc in enumerate(values):
+            write_json_atomic(runs / f"{loss}-{seed}" / "record.json",
+                              fake_record("cnn", loss, {"gamma": 2.0} if loss == "focal" else {}, seed, acc))
+    code, out, err = cli("leaderboard", str(runs), "--out", str(tmp_path / "j"), "--format", "json")
+    assert code == 0, err
+    board = json.loads((tmp_path / "j" / "leaderboard-toy.json").read_text())
+    rows = pd.json_normalize(board["rows"])
+    focal = rows[rows.loss_name == "focal"].iloc[0]
+    assert focal["accuracy.mean"] == np.mean(accs["focal"]) and focal["accuracy.n"] == 3
+    [comparison] = board["comparisons_vs_ce"]
+    assert comparison["delta"] == np.mean(np.subtract(accs["focal"], accs["ce"]))
+    assert isinstance(comparison["p_holm"], float) and comparison["verdict"] in ("better", "undecided")
+    assert board["answer"]["best_per_model"]["cnn"]["loss"].startswith("focal") and board["answer"]["lines"]
+
+    code, out, err = cli("leaderboard", str(runs), "--out", str(tmp_path / "c"), "--format", "csv")
+    assert code == 0, err
+    main = pd.read_csv(tmp_path / "c" / "leaderboard-toy-main.csv")
+    assert main["accuracy_mean"].dtype == float and main["n"].tolist() == [3, 3]
+    assert main.loc[main.loss.str.startswith("focal"), "accuracy_mean"].item() == np.mean(accs["focal"])
+    paired = pd.read_csv(tmp_path / "c" / "leaderboard-toy-paired_vs_ce.csv")
+    assert paired["delta"].item() == np.mean(np.subtract(accs["focal"], accs["ce"]))
+    assert {"ci_low", "ci_high", "p", "p_holm", "p_equiv_holm", "p_better", "verdict"} <= set(paired.columns)
