@@ -113,37 +113,50 @@ def leaderboard(paths, out: str | Path = "leaderboards", format: str = "markdown
     return write_leaderboards(paths, Path(out), format, "bench.leaderboard(...)", margin / 100)
 
 
-def load_runs(path: str | Path = "runs"):
-    """Every run record under `path` as a pandas DataFrame, one row per record.
+ROLES = ("eval", "tuning", "all")
 
-    Columns: run_id, status, role ('eval', or 'tuning' for a tuning trial), model, loss,
-    loss_params (JSON), dataset, seed, epochs, lr, tuned (the tuned values, JSON, for eval runs of
-    a study), test_accuracy, test_macro_f1, test_nll, test_ece (NaN without test metrics),
+
+def load_runs(path: str | Path | list = "runs", role: str = "eval"):
+    """Run records as a pandas DataFrame, one row per record.
+
+    `path`: a results folder (searched recursively), one record.json, or a list of them. `role`:
+    "eval" (default: the runs a leaderboard ranks), "tuning" (a tuned study's trials, which have
+    no test metrics) or "all". Records that cannot be read (torn, foreign files) are left out.
+
+    Columns: run_id, status, role ('eval' or 'tuning'), model, loss, loss_params (a dict), dataset,
+    seed, epochs, lr, precision, tuned (the tuned values, a dict, for eval runs of a study; else
+    None), test_accuracy, test_macro_f1, test_nll, test_ece (NaN without test metrics),
     train_seconds, path (the record) and history_csv.
     """
     import pandas as pd
 
     from bench.record import HISTORY_NAME, RECORD_NAME, load_record
 
-    root = Path(path)
-    if not root.exists():
-        raise UsageError(f"no such results folder or record: {root}")
+    if role not in ROLES:
+        raise UsageError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    roots = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
+    missing = [str(p) for p in roots if not p.exists()]
+    if missing:
+        raise UsageError(f"no such results folder or record: {', '.join(missing)}")
     loaded = []
-    for file in [root] if root.is_file() else sorted(root.rglob(RECORD_NAME)):
-        try:
-            loaded.append((load_record(file), file))
-        except (OSError, ValueError):
-            continue  # a torn or foreign file: not a run
+    for root in roots:
+        for file in [root] if root.is_file() else sorted(root.rglob(RECORD_NAME)):
+            try:
+                loaded.append((load_record(file), file))
+            except (OSError, ValueError):
+                continue  # a torn or foreign file: not a run
     rows = []
     for r, file in loaded:
+        kind = "tuning" if "trial" in r else "eval"
+        if role != "all" and kind != role:
+            continue
         config, test = r["config"], r.get("metrics", {}).get("test", {})
         rows.append({
-            "run_id": r["run_id"], "status": r["status"], "role": "tuning" if "trial" in r else "eval",
-            "model": config["model"], "loss": config["loss"],
-            "loss_params": json.dumps(config.get("loss_params", {}), sort_keys=True),
+            "run_id": r["run_id"], "status": r["status"], "role": kind,
+            "model": config["model"], "loss": config["loss"], "loss_params": dict(config.get("loss_params", {})),
             "dataset": r.get("dataset", {}).get("name", config.get("dataset")), "seed": config["seed"],
-            "epochs": config.get("epochs"), "lr": config.get("lr"),
-            "tuned": json.dumps(r["tuning"]["params"], sort_keys=True) if r.get("tuning") else None,
+            "epochs": config.get("epochs"), "lr": config.get("lr"), "precision": config.get("precision"),
+            "tuned": dict(r["tuning"]["params"]) if r.get("tuning") else None,
             **{f"test_{m}": test.get(m, float("nan")) for m in ("accuracy", "macro_f1", "nll", "ece")},
             "train_seconds": r.get("timing", {}).get("train_seconds"),
             "path": str(file),

@@ -676,6 +676,7 @@ def summary(dataset: str, groups: list[Group], comparisons: list[Comparison], an
             "seeds": g.seeds, "vs_leader": mark, "p_holm_vs_leader": _number(p), "learned": g.learned,
             "tuning_mode": (g.tuning.get("mode", "single") if g.tuning and g.tuning.get("study") else None),
             "search_tied": g.search_tied, "lr_min": min(lrs), "lr_max": max(lrs),
+            "warnings": sorted({w for r in g.records for w in r.get("warnings", [])}),
             "tuned": [{"seed": r["config"]["seed"], **(r.get("tuning") or {}).get("params", {}),
                        "lr_within_se": (r.get("tuning") or {}).get("lr_within_se")} for r in g.records]
             if g.tuning else None,
@@ -811,6 +812,9 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             *answer_lines,
             "",
         ]
+        warned = sorted({w for g in groups for r in g.records for w in r.get("warnings", [])})
+        if warned:
+            lines += ["## Warnings from the data (in the runs' records)", "", *[f"- {w}" for w in warned], ""]
         if shots:
             lines += [shots_heading(shots), "", markdown(tables["shots"]), ""]
         for heading, key in SECTIONS:

@@ -48,6 +48,11 @@ def test_a_class_missing_from_test_and_a_tiny_train_split_are_stated_warnings(cl
     warnings = json.loads(path.read_text())["warnings"]
     assert any("has no test images: its test accuracy is undefined" in w for w in warnings)
     assert any("90 images, fewer than one batch of 128" in w for w in warnings)  # a tenth carved for val
+    code, _, err = cli("leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "board"))
+    assert code == 0, err
+    assert "## Warnings from the data" in (tmp_path / "board" / "leaderboard-cifar10-sample.md").read_text()
+    [row] = json.loads((tmp_path / "board" / "summary-cifar10-sample.json").read_text())["rows"]
+    assert row["warnings"] == sorted(warnings)
 
 
 def test_quiet_prints_just_the_record_path_and_paths_never_wrap(cli, tmp_path):
@@ -111,3 +116,22 @@ def test_json_and_csv_boards_hold_numbers_a_program_can_read(cli, tmp_path):
     paired = pd.read_csv(tmp_path / "c" / "leaderboard-toy-paired_vs_ce.csv")
     assert paired["delta"].item() == np.mean(np.subtract(accs["focal"], accs["ce"]))
     assert {"ci_low", "ci_high", "p", "p_holm", "p_equiv_holm", "p_better", "verdict"} <= set(paired.columns)
+
+
+def test_load_runs_takes_a_folder_a_record_or_a_list_and_eval_runs_by_default(tmp_path):
+    import pytest
+
+    import bench
+
+    for folder, seed in (("a", 0), ("b", 1)):
+        write_json_atomic(tmp_path / folder / "run" / "record.json", fake_record("cnn", "focal", {"gamma": 2.0}, seed, 0.7))
+    trial = fake_record("cnn", "focal", {"gamma": 1.5}, 100, 0.6) | {"trial": {"study": "s", "number": 0}}
+    write_json_atomic(tmp_path / "a" / "tuning" / "record.json", trial)
+    assert len(bench.load_runs(tmp_path / "a")) == 1  # the eval run; the trial only on request
+    assert len(bench.load_runs(tmp_path / "a", role="all")) == 2
+    assert bench.load_runs(tmp_path / "a", role="tuning").seed.tolist() == [100]
+    both = bench.load_runs([tmp_path / "a", tmp_path / "b" / "run" / "record.json"])
+    assert sorted(both.seed) == [0, 1]
+    assert both.loss_params.iloc[0] == {"gamma": 2.0}  # a dict, not a JSON string
+    with pytest.raises(bench.UsageError, match="role must be one of eval, tuning, all"):
+        bench.load_runs(tmp_path / "a", role="trials")

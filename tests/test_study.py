@@ -242,7 +242,7 @@ def test_python_api_tunes_runs_a_study_and_draws_its_board(tmp_path):
     tally = bench.grid(write(tmp_path, STUDY.replace("trials = 3", "trials = 1")))
     assert tally == {"completed": 6}
     assert bench.grid(tmp_path / "experiment.toml") == {"skipped": 6}
-    df = bench.load_runs(tmp_path / "runs")
+    df = bench.load_runs(tmp_path / "runs", role="all")  # default: eval runs only
     assert (df.role == "eval").sum() == 6 and (df.role == "tuning").sum() == 3
     assert df[df.role == "tuning"].test_accuracy.isna().all() and df[df.role == "eval"].tuned.notna().all()
     [board] = bench.leaderboard(tmp_path / "runs", out=tmp_path / "board")
