@@ -26,11 +26,51 @@ from bench.losses import LOSSES, all_hparams, get_loss
 from bench.models import MODELS, check_model
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every flag's default in --help (where it has one); descriptions and epilogs (the
+    experiment-file schema) as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse that reports errors as one line and exit code 2, without the usage block."""
+    """argparse that reports errors as one line and exit code 2, without the usage block, and
+    suggests the flag a misspelt one was probably meant to be."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        """A flag without its own help still shows its default."""
+        if not kwargs.get("help") and kwargs.get("default") not in (None, False, [], argparse.SUPPRESS):
+            kwargs["help"] = "(default: %(default)s)"
+        return super().add_argument(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        prog = self.prog
+        if message.startswith("unrecognized arguments:"):
+            prog = self.command_prog or prog
+            message += did_you_mean(message.split(":", 1)[1].split(), self.command_flags)
+        raise UsageError(f"{message} (see '{prog} --help')")
+
+    command_prog: str | None = None  # set by main: the sub-command's name and flags, for suggestions
+    command_flags: tuple[str, ...] = ()
+
+
+def did_you_mean(words: list[str], flags) -> str:
+    import difflib
+
+    hints = []
+    for word in words:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=")[0], list(flags), n=1, cutoff=0.6)
+            if close:
+                hints.append(f"{close[0]} (not {word.split('=')[0]})")
+    return f"; did you mean {', '.join(hints)}?" if hints else ""
 
 
 def parse_hparam(text: str) -> float | str | tuple[float, ...]:
@@ -87,13 +127,26 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output; print only the record's path")
     p.add_argument("--resume", action="store_true",
                    help="continue the unfinished run of this configuration in --out from its checkpoint")
-    group = p.add_argument_group("loss hyperparameters (see 'bench losses')")
-    for name, hp in all_hparams().items():
+    group = p.add_argument_group("loss hyperparameters (see 'bench losses'; each applies to the losses named)")
+    for name in all_hparams():
         group.add_argument(
-            "--" + name.replace("_", "-"), dest=f"hp_{name}", metavar=name.upper(), type=parse_hparam, help=hp.help
+            "--" + name.replace("_", "-"), dest=f"hp_{name}", metavar=name.upper(), type=parse_hparam,
+            help=hparam_help(name), default=None,
         )
     group.add_argument("--loss-arg", action="append", default=[], metavar="KEY=VALUE",
                        help="any loss hyperparameter by name, repeatable; a plug-in loss gets it as a keyword")
+
+
+def hparam_help(name: str) -> str:
+    """One line per meaning of a shared loss flag, from each declaring loss's own description:
+    '--alpha' is a class weight for focal and the ce weight for sce."""
+    meanings: dict[str, list[str]] = {}
+    for loss in LOSSES.names():
+        spec = LOSSES.get(loss)
+        if name in spec.params and spec.name == loss:
+            hp = spec.params[name]
+            meanings.setdefault(f"{hp.help} (default {hp.default_text()})", []).append(loss)
+    return "; ".join(f"{', '.join(losses)}: {text}" for text, losses in meanings.items())
 
 
 def loss_params_of(args: argparse.Namespace) -> dict:
@@ -186,6 +239,9 @@ def command_models(args: argparse.Namespace, argv: list[str]) -> int:
         names = timm_names(args.timm)
         print("\n".join(f"timm:{n}" for n in names) if names else f"no timm model matches {args.timm!r}")
         return 0
+    if not MODELS.names(args.pattern):
+        raise UsageError(f"no bench model matches {args.pattern!r}; 'bench models' lists them all "
+                         "(timm's: bench models --timm PATTERN)")
     table = Table("model", "description")
     for name in MODELS.names(args.pattern):
         table.add_row(name, MODELS.get(name).summary)
@@ -202,6 +258,8 @@ def command_losses(args: argparse.Namespace, argv: list[str]) -> int:
     for column in table.columns[:3]:  # names, flags and defaults whole; ranges wrap if they must
         column.no_wrap = True
     names = LOSSES.names(args.pattern)
+    if not names:
+        raise UsageError(f"no loss matches {args.pattern!r}; 'bench losses' lists them all")
     for name in names:
         spec = LOSSES.get(name)
         rows = list(spec.params.items()) or [("", None)]
@@ -217,13 +275,17 @@ def command_losses(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def command_datasets(args: argparse.Namespace, argv: list[str]) -> int:
-    table = Table("dataset", "image size", "description")
+    if not DATASETS.names(args.pattern):
+        raise UsageError(f"no dataset matches {args.pattern!r}; 'bench datasets' lists them all")
+    table = Table("dataset", "image size", "description", "--data-root accepts")
     for name in DATASETS.names(args.pattern):
         spec = DATASETS.get(name)
-        table.add_row(name, f"{spec.image_size} px", spec.description)
+        table.add_row(name, f"{spec.image_size} px", spec.description, spec.data_root)
     Console().print(table)
-    print("and folder:PATH for any image tree (train/ + test/ class folders, or one root of class folders)")
+    print("and folder:PATH for any image tree (train/ + test/ class folders, a .tar.gz of that, or one root of "
+          "class folders, split 4:1 by --split-seed)")
     return 0
+
 
 
 def grid_experiment(args: argparse.Namespace) -> tuple[Experiment, Path]:
@@ -373,6 +435,7 @@ def command_speed(args: argparse.Namespace, argv: list[str]) -> int:
 
 def build_parser() -> Parser:
     parser = Parser(prog="bench", description="Cross image-classification models with loss functions.")
+    parser.add_argument("--version", action="version", version=f"bench {bench_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     run_parser = sub.add_parser("run", help="train and test one model x loss x dataset")
     add_run_arguments(run_parser)
@@ -387,8 +450,11 @@ def build_parser() -> Parser:
     tune_parser.add_argument("--pruner", default="hyperband", choices=("hyperband", "median"))
     tune_parser.add_argument("--tune-weight-decay", action="store_true")
     tune_parser.set_defaults(func=command_tune)
-    grid = sub.add_parser("grid", help="run every model x loss x seed of an experiment file (resumable)")
-    grid.add_argument("experiment", nargs="?", help="experiment file (TOML), see bench/experiment.py")
+    from bench import experiment as experiment_module
+
+    grid = sub.add_parser("grid", help="run every model x loss x seed of an experiment file (resumable)",
+                          epilog="experiment file: " + experiment_module.__doc__)
+    grid.add_argument("experiment", nargs="?", help="experiment file (TOML), its keys below")
     grid.add_argument("--models", help="without a file: comma-separated models")
     grid.add_argument("--losses", help="without a file: comma-separated losses (default hyperparameters)")
     grid.add_argument("--seeds", default="0,1,2,3,4", help="without a file: comma-separated seeds (default 0..4)")
@@ -436,10 +502,24 @@ def build_parser() -> Parser:
     return parser
 
 
+def bench_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bench")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        command = commands.get(argv[0]) if argv else None  # a misspelt flag is matched against its command's flags
+        Parser.command_prog = command.prog if command else None
+        Parser.command_flags = tuple(f for a in (command or parser)._actions for f in a.option_strings)
+        args = parser.parse_args(argv)
         return args.func(args, argv)
     except UsageError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)

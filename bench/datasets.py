@@ -49,13 +49,14 @@ class DatasetSpec:
     load: Loader
     image_size: int
     description: str
+    data_root: str = ""  # what --data-root accepts (bench datasets shows it)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
-def register_dataset(name: str, image_size: int, description: str):
-    return DATASETS.decorator(name, lambda fn: DatasetSpec(name, fn, image_size, description))
+def register_dataset(name: str, image_size: int, description: str, data_root: str = ""):
+    return DATASETS.decorator(name, lambda fn: DatasetSpec(name, fn, image_size, description, data_root))
 
 
 def get_dataset(name: str) -> DatasetSpec:
@@ -94,7 +95,8 @@ def _offline_error(what: str, target: Path, exc: Exception, layouts: str) -> Usa
     )
 
 
-@register_dataset("cifar10", 32, "CIFAR-10: 50,000 train / 10,000 test, 32 px, 10 classes")
+@register_dataset("cifar10", 32, "CIFAR-10: 50,000 train / 10,000 test, 32 px, 10 classes",
+                  CIFAR10_LAYOUTS + "; omitted: torchvision downloads it")
 def cifar10(req: DataRequest) -> Source:
     root = req.root
     if root is None:
@@ -116,6 +118,7 @@ def cifar10(req: DataRequest) -> Source:
 @register_dataset(
     "cifar10-sample", 32,
     "5,000 train / 1,000 test real CIFAR-10 images shipped with bench (offline quickstart)",
+    "nothing: it ships with bench",
 )
 def cifar10_sample(req: DataRequest) -> Source:
     if req.root is not None:
@@ -184,6 +187,7 @@ IMAGENET10_SPLIT = (360, 120, 120)  # 3:1:1
 @register_dataset(
     "imagenet10", 64,
     "the seed report's ImageNet-10: 10 classes x 600 images, split 3:1:1 (3,600 / 1,200 / 1,200) by --split-seed",
+    IMAGENET_LAYOUTS + "; --classes picks wnids from a full ILSVRC train folder",
 )
 def imagenet10(req: DataRequest) -> Source:
     root = req.root
@@ -223,6 +227,7 @@ def _decoded_flat(root: Path, req: DataRequest) -> tuple[ImageSet, int]:
 @register_dataset(
     "imagenette", 64,
     "Imagenette's official split: 9,469 train (bench's val carved from it) / 3,925 val reported as test",
+    IMAGENET_LAYOUTS + "; omitted: torchvision downloads it",
 )
 def imagenette(req: DataRequest) -> Source:
     source = _imagenette_source(req)

@@ -3,16 +3,22 @@
 ```toml
 dataset = "cifar10"
 data_root = "../../shared/datasets/cifar10-jpeg.tar.gz"   # relative to this file
-models = ["cnn-tiny", "cnn"]
+models = ["cnn-tiny", "cnn"]  # bench models, timm:<name>, or FILE.py:NAME
 seeds = [0, 1, 2, 3, 4]       # default: 0..4
-epochs = 4                    # any other RunConfig field applies to every run
+split_per_seed = false        # true: a protocol split (imagenet10 3:1:1, folder 4:1) drawn per seed
+epochs = 4                    # any other `bench run` setting (its flag name with _) applies to every run
 
-[tune]                        # optional: tune each (model, loss entry) cell on val first
-trials = 12                   # per cell, in total (a rerun of a finished study adds none)
+[tune]                        # optional: tune on val first
+trials = 12                   # per study, in total (a rerun of a finished study adds none)
+per_seed = true               # default: a study per (cell, eval seed), tuning seed = seed + eval seed;
+                              #   false: one study per cell, its best values on every seed
+lr_points = 6                 # the first trials: one log-spaced lr grid shared by every loss
+                              #   (never pruned; default: half the trials; 0: none)
 epochs = 2                    # one trial's budget (default: the eval epochs); limit_train too
-seed = 100                    # the tuning runs' seed; never one of the eval seeds
+seed = 100                    # the tuning seed(s); never an eval seed
 objective = "val_acc"         # or "val_nll"
 lr = [0.005, 0.5]             # default: the optimizer's range
+pruner = "hyperband"          # or "median"; no trial is pruned before half its epochs
 
 [[losses]]
 name = "ce"
@@ -20,6 +26,7 @@ label_smoothing = 0.0         # given: fixed
 
 [[losses]]
 name = "focal"                # gamma not given: tuned in its registry range (with [tune])
+lr = 0.01                     # optional: this loss's own fixed lr
 ```
 Unknown keys, wrong types and out-of-range values are one clear line each (UsageError).
 """

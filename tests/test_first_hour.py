@@ -135,3 +135,38 @@ def test_load_runs_takes_a_folder_a_record_or_a_list_and_eval_runs_by_default(tm
     assert both.loss_params.iloc[0] == {"gamma": 2.0}  # a dict, not a JSON string
     with pytest.raises(bench.UsageError, match="role must be one of eval, tuning, all"):
         bench.load_runs(tmp_path / "a", role="trials")
+
+
+def test_help_shows_defaults_and_what_each_shared_loss_flag_means_per_loss(cli, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        cli("run", "--help")
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--epochs EPOCHS (default: 10)" in text and "--batch-size BATCH_SIZE (default: 128)" in text
+    assert "focal: class weight" in text and "sce: weight of cross-entropy" in text  # --alpha, per loss
+    assert "class-balanced: focusing exponent when base is focal" in text
+    with pytest.raises(SystemExit):
+        cli("grid", "--help")
+    text = capsys.readouterr().out
+    assert "[tune]" in text and "per_seed" in text and "[[losses]]" in text and "see bench/experiment.py" not in text
+
+
+def test_a_misspelt_flag_gets_a_suggestion_and_an_empty_listing_is_an_error(cli, capsys):
+    import pytest
+
+    code, _, err = cli("run", "--model", "cnn", "--loss", "focal", "--dataset", "cifar10-sample", "--gama", "2")
+    assert code == 2 and "did you mean --gamma (not --gama)?" in err and "see 'bench run --help'" in err
+    assert "bench: error: bench:" not in err and err.count("\n") == 1
+    for command in ("losses", "models", "datasets"):
+        code, out, err = cli(command, "xyz*")
+        assert code == 2 and "matches 'xyz*'" in err and not out, command
+    with pytest.raises(SystemExit) as stop:
+        cli("--version")
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("bench ")
+
+
+def test_bench_datasets_says_what_data_root_accepts(cli):
+    code, out, _ = cli("datasets")
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0 and "--data-root accepts" in out and "cifar-10-batches-py/" in text and "ILSVRC" in text
