@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shlex
 import sys
@@ -513,6 +514,11 @@ def bench_version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Progress of long phases (decoding, resuming, tuning trials, a grid's pace) goes to stderr;
+    # --quiet keeps only warnings.
+    progress, handler = logging.getLogger("bench"), logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    progress.addHandler(handler)
     try:
         parser = build_parser()
         commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
@@ -520,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         Parser.command_prog = command.prog if command else None
         Parser.command_flags = tuple(f for a in (command or parser)._actions for f in a.option_strings)
         args = parser.parse_args(argv)
+        progress.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
         return args.func(args, argv)
     except UsageError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
@@ -533,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `bench models --timm '*' | head`
         sys.stderr.close()
         return 0
+    finally:
+        progress.removeHandler(handler)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,18 @@ def run_grid(configs: list[RunConfig], out_dir: Path, make_reporter, log=print, 
     `extras[i]` adds keys to run i's record (the `tuning` of a tuned study's eval runs).
     """
     extras = extras or [{}] * len(configs)
-    return Counter(
-        run_point(config, out_dir, make_reporter, label_of(i, len(configs), config), log, extras[i - 1])
-        for i, config in enumerate(configs, 1)
-    )
+    tally: Counter = Counter()
+    ran, seconds = 0, 0.0
+    for i, config in enumerate(configs, 1):
+        start = time.perf_counter()
+        status = run_point(config, out_dir, make_reporter, label_of(i, len(configs), config), log, extras[i - 1])
+        tally[status] += 1
+        if status != "skipped":  # the grid's pace from the runs it ran, not from the skipped ones
+            ran, seconds = ran + 1, seconds + time.perf_counter() - start
+            if i < len(configs):
+                log(f"  pace {duration(seconds / ran)} a run: about {duration(seconds / ran * (len(configs) - i))} "
+                    f"left for the {len(configs) - i} remaining (fewer if some are done)")
+    return tally
 
 
 def run_point(config: RunConfig, out_dir: Path, make_reporter, label: str, log, extra: dict | None = None) -> str:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -86,6 +88,10 @@ def _decode(data: bytes, size: int) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
+PROGRESS_SECONDS = 3.0  # a decode that takes longer says how far it is, every this many seconds
+log = logging.getLogger("bench")
+
+
 def _decode_tree(source: Path, splits: tuple[str, ...], size: int, skip_bad: bool) -> dict[str, dict]:
     walk = _walk_archive if is_archive(source) else _walk_folder
     found: dict[str, dict[str, list]] = {s: {} for s in splits}
@@ -95,11 +101,21 @@ def _decode_tree(source: Path, splits: tuple[str, ...], size: int, skip_bad: boo
             for class_dir in (source / split).iterdir():
                 if class_dir.is_dir() and not any(f.suffix.lower() in IMAGE_SUFFIXES for f in class_dir.iterdir()):
                     raise UsageError(f"class folder {class_dir} holds no images; remove it or add images")
+    start, seen, shown = time.monotonic(), 0, 0.0
     for split, cls, name, data in walk(source, splits):
         try:
             found[split].setdefault(cls, []).append(_decode(data, size))
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             bad.append(name)
+        seen += 1
+        if (elapsed := time.monotonic() - start) - shown >= PROGRESS_SECONDS:  # quick decodes print nothing
+            if not shown:
+                log.info("decoding the images of %s at %d px, once (later starts read the cache under %s)",
+                         source, size, cache_root() / "decoded")
+            log.info("  %s images decoded (%.0f s)", f"{seen:,}", elapsed)
+            shown = elapsed
+    if shown:
+        log.info("decoded %s images in %.0f s", f"{seen:,}", time.monotonic() - start)
     if bad and not skip_bad:
         raise UsageError(
             f"{len(bad)} unreadable image file(s) in {source}, first: {', '.join(bad[:3])}; "

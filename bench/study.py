@@ -131,7 +131,7 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log,
     else:
         requeue_leftovers(study)
     grid = enqueue_lr_grid(study, space, config, spec.grid_size())
-    objective = trial_objective(config, space, out, spec.objective, name, log)
+    objective = trial_objective(config, space, out, spec.objective, name, log, spec.trials)
     limit = optuna.study.MaxTrialsCallback(spec.trials, states=tuple(
         getattr(optuna.trial.TrialState, n) for n in ("COMPLETE", "PRUNED", "RUNNING")))
     while True:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from bench.record import (
     write_history_csv, write_json_atomic,
 )
 from bench.report import QuietReporter
+
+
+log = logging.getLogger("bench")
 
 
 class RunStopped(Exception):
@@ -317,7 +321,11 @@ def run(
     config_hash = run_identity(config, extra)
     folder, completed = find_resumable(out_dir, config_hash) if resume else (None, None)
     if completed is not None:
+        log.info("already completed: %s (nothing to resume; its record is shown as it is)", folder / RECORD_NAME)
         return completed, folder / RECORD_NAME
+    if resume and folder is None:
+        log.info("nothing to resume for this configuration in %s: starting a new run", out_dir)
+    unfinished = folder is not None
     folder = folder or out_dir / new_run_id(config)
     info_path = folder / RUN_INFO_NAME
     info = json.loads(info_path.read_text()) if info_path.exists() else {
@@ -326,6 +334,11 @@ def run(
     write_json_atomic(info_path, info)
     checkpoint_path = folder / CHECKPOINT_NAME
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+    if checkpoint is not None:
+        log.info("resuming run %s from epoch %d, step %d (its checkpoint)", folder.name, checkpoint["epoch"] + 1,
+                 checkpoint["step"])
+    elif unfinished:
+        log.info("resuming run %s from its start: it stopped before its first checkpoint", folder.name)
 
     record = {
         "schema_version": SCHEMA_VERSION,

@@ -243,7 +243,8 @@ def search_evidence(study, objective: str, best) -> dict:
     return evidence
 
 
-def trial_objective(config: RunConfig, space: SearchSpace, out: Path, objective: str, study_name: str, log):
+def trial_objective(config: RunConfig, space: SearchSpace, out: Path, objective: str, study_name: str, log,
+                    trials: int | None = None):
     """Optuna objective: one run of the suggested config on train/val, never on test.
 
     Runs resume (`resume=True`): a trial re-queued with the same parameters after its worker died
@@ -269,7 +270,8 @@ def trial_objective(config: RunConfig, space: SearchSpace, out: Path, objective:
         trial.set_user_attr("val_nll", last["val_nll"])  # breaks exact ties (best_trial)
         trial.set_user_attr("val_acc", last["val_acc"])
         trial.set_user_attr("val_size", record["dataset"]["splits"]["val"])
-        log(f"{study_name} trial {trial.number}: {objective} {value:.4f} with " +
+        of = f" of {trials}" if trials else ""
+        log(f"{study_name} trial {trial.number + 1}{of}: {objective} {value:.4f} with " +
             ", ".join(f"{k}={v:.4g}" for k, v in trial.params.items()))
         return value
 
@@ -300,7 +302,8 @@ def tune(
     requeue_interrupted(study)  # two workers starting at once may both re-queue one: a duplicate trial, no loss
     # reseed per invocation so that a resumed study does not replay its first random draws
     study.sampler = make_sampler(config.seed + len(study.trials), len(study.trials) + trials)
-    study.optimize(trial_objective(config, space, out, objective, study_name, log), n_trials=trials, catch=())
+    study.optimize(trial_objective(config, space, out, objective, study_name, log, len(study.trials) + trials),
+                   n_trials=trials, catch=())
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         raise UsageError(f"no trial of study {study_name} completed (all pruned or diverged); widen the budget")

@@ -170,3 +170,56 @@ def test_bench_datasets_says_what_data_root_accepts(cli):
     code, out, _ = cli("datasets")
     text = " ".join(out.replace("│", " ").split())
     assert code == 0 and "--data-root accepts" in out and "cifar-10-batches-py/" in text and "ILSVRC" in text
+
+
+def test_resume_says_what_it_resumes_or_that_there_is_nothing(cli, tmp_path, caplog):
+    import logging
+    import signal
+
+    import pytest
+
+    from bench.checkpoint import Interrupted
+    from bench.config import RunConfig
+    from bench.report import QuietReporter
+    from bench.train import run
+
+    args = ("run", "--model", "mlp2", "--loss", "ce", "--dataset", "cifar10-sample", "--epochs", "2",
+            "--limit-train", "300", "--limit-test", "100", "--out", str(tmp_path / "runs"), "--resume")
+    code, _, err = cli(*args)
+    assert code == 0 and "nothing to resume for this configuration" in err, err
+    code, _, err = cli(*args)
+    assert code == 0 and "already completed: " in err and "nothing to resume" in err, err
+
+    class StopAtSecondEpoch(QuietReporter):
+        def epoch(self, entry):
+            if entry["epoch"] == 2:
+                raise Interrupted(signal.SIGINT)
+
+    config = RunConfig(model="mlp2", loss="ce", dataset="cifar10-sample", epochs=3, limit_train=300, limit_test=100)
+    with pytest.raises(Interrupted):
+        run(config, tmp_path / "other", StopAtSecondEpoch())
+    with caplog.at_level(logging.INFO, logger="bench"):
+        record, path = run(config, tmp_path / "other", resume=True)
+    assert record["status"] == "completed"
+    assert f"resuming run {path.parent.name} from epoch 2, step 0" in caplog.text
+
+
+def test_long_phases_report_progress(cli, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from bench import imagefolder
+    from tests.test_study import STUDY, write
+
+    monkeypatch.setattr(imagefolder, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    image_tree(tmp_path / "tree" / "train", {"a": 3, "b": 3})
+    image_tree(tmp_path / "tree" / "test", {"a": 2, "b": 2})
+    with caplog.at_level(logging.INFO, logger="bench"):
+        imagefolder.load_image_tree(tmp_path / "tree", ("train", "test"), 16)
+    assert "decoding the images of" in caplog.text and "decoded 10 images in" in caplog.text
+
+    text = STUDY.replace("seeds = [0, 1]", "seeds = [0]").replace("trials = 3", "trials = 2")
+    code, out, err = cli("grid", str(write(tmp_path, text)))
+    assert code == 0, err
+    assert " trial 1 of 2: val_acc " in out and " trial 2 of 2: " in out
+    assert "pace " in out and "left for the 2 remaining" in out
