@@ -10,3 +10,8 @@ class UsageError(Exception):
 
 class OutOfMemory(UsageError):
     """The device ran out of memory at this batch size: exit 2 for `bench run`, a failed point in a grid."""
+
+
+class StorageError(UsageError):
+    """The output folder cannot be written (full disk, read-only, no permission): one line, exit 2.
+    What was written before stays; the message says how to continue."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -18,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.checkpoint import CHECKPOINT_NAME, Interrupted, graceful_stop, load_checkpoint, restore_rng_states, save_checkpoint
 from bench.config import RunConfig
 from bench.datasets import DataSplits, check_splits, prepare_splits
-from bench.errors import OutOfMemory, UsageError
+from bench.errors import OutOfMemory, StorageError, UsageError
 from bench.loader import TensorBatches
 from bench.losses import build_loss, get_loss, loss_sources, resolve_loss_params
 from bench.metrics import EvalAccumulator
@@ -300,7 +301,30 @@ def run_identity(config: RunConfig, extra: dict | None = None) -> str:
     return hashlib.sha1((config.config_hash() + code + (cell or "")).encode()).hexdigest()[:12]
 
 
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+def storage_error(exc: OSError, out_dir: Path) -> StorageError:
+    where = exc.filename or out_dir
+    return StorageError(f"cannot write {where}: {exc.strerror or exc}; free space or choose a writable --out, then "
+                        "rerun with --resume: records already written and the last good checkpoint are kept")
+
+
 def run(
+    config: RunConfig, out_dir: Path, reporter=None, command: str | None = None, resume: bool = False,
+    test: bool = True, extra: dict | None = None,
+) -> tuple[dict, Path]:
+    """Train and test one configuration; returns the record and the path it was written to.
+    A full disk or a read-only output folder is a StorageError (one line)."""
+    try:
+        return _run(config, out_dir, reporter, command, resume, test, extra)
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRNOS:
+            raise storage_error(exc, out_dir) from None
+        raise
+
+
+def _run(
     config: RunConfig, out_dir: Path, reporter=None, command: str | None = None, resume: bool = False,
     test: bool = True, extra: dict | None = None,
 ) -> tuple[dict, Path]:
@@ -398,6 +422,14 @@ def run(
     except RunStopped as exc:
         record.update(status=exc.status, reason=str(exc))
         checkpoint_path.unlink(missing_ok=True)  # stopped for good (pruned): nothing will resume it
+        raise
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+            raise
+        # the output folder, not the run, failed: resumable from its last good checkpoint
+        record.update(status="interrupted", reason=f"could not write {exc.filename}: {exc.strerror}; "
+                                                     "continue with --resume")
         raise
     except Exception as exc:
         record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")

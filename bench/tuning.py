@@ -9,6 +9,7 @@ adds trials to the same study, and several workers can share one.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -23,6 +24,7 @@ from bench.losses import get_loss
 from bench.report import QuietReporter
 from bench.train import RunStopped, run
 
+log = logging.getLogger("bench")
 WEIGHT_DECAY_RANGE = (1e-5, 1e-2)
 # A worker beats every HEARTBEAT_SECONDS; one silent for three beats is taken for dead.
 HEARTBEAT_SECONDS = int(os.environ.get("BENCH_HEARTBEAT_SECONDS", "20"))
@@ -46,6 +48,7 @@ def open_storage(url: str):
 
         path = Path(url[len("journal:"):])
         path.parent.mkdir(parents=True, exist_ok=True)
+        check_journal(path)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     import warnings
 
@@ -71,6 +74,30 @@ def open_storage(url: str):
         f"cannot open Optuna storage {url!r} ({type(error).__name__}); use sqlite:///FILE, "
         "postgresql://USER@HOST/DB or journal:PATH"
     )
+
+
+def check_journal(path: Path) -> None:
+    """A journal whose last line was cut short (a writer killed mid-line, a full disk) loses that
+    line to a side file, so the next append does not fuse with it; a broken line anywhere else is
+    one clear error instead of Optuna's traceback."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        side = path.with_name(f"{path.name}.torn-{int(time.time())}")
+        side.write_bytes(data[keep:])
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+        log.warning("warning: the last line of %s was cut short (a stopped writer); it was moved to %s and the "
+                    "trial it described will run again", path, side)
+        data = data[:keep]
+    for number, line in enumerate(data.splitlines(), 1):
+        try:
+            json.loads(line)
+        except ValueError:
+            raise UsageError(f"{path} line {number} is not a complete journal entry; restore the file (for a "
+                             "published board: git checkout it) or delete the line, losing that trial") from None
 
 
 def serialize_sqlite_transactions(engine) -> None:

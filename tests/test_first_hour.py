@@ -223,3 +223,73 @@ def test_long_phases_report_progress(cli, tmp_path, monkeypatch, caplog):
     assert code == 0, err
     assert " trial 1 of 2: val_acc " in out and " trial 2 of 2: " in out
     assert "pace " in out and "left for the 2 remaining" in out
+
+
+def test_a_full_disk_while_checkpointing_ends_in_one_line_and_resume_continues(cli, tmp_path, monkeypatch):
+    import errno
+
+    import bench.train
+
+    real_save, calls = bench.train.save_checkpoint, []
+
+    def full_disk_at_the_second_checkpoint(path, state):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_save(path, state)
+
+    monkeypatch.setattr(bench.train, "save_checkpoint", full_disk_at_the_second_checkpoint)
+    args = ("run", "--model", "mlp2", "--loss", "ce", "--dataset", "cifar10-sample", "--epochs", "3",
+            "--limit-train", "300", "--limit-test", "100", "--out", str(tmp_path / "runs"), "--quiet")
+    code, out, err = cli(*args)
+    assert code == 2 and err.count("\n") == 1 and "No space left on device" in err and "--resume" in err, err
+    [path] = (tmp_path / "runs").rglob("record.json")
+    stopped = json.loads(path.read_text())
+    assert stopped["status"] == "interrupted" and len(stopped["history"]) == 2  # epoch 2 ran; its checkpoint did not
+    monkeypatch.setattr(bench.train, "save_checkpoint", real_save)
+    code, out, err = cli(*args, "--resume")
+    assert code == 0, err
+    done = json.loads(path.read_text())  # the same run folder, continued from the last good checkpoint (epoch 1)
+    assert done["status"] == "completed" and done["resumed_from"]["epoch"] == 1 and len(done["history"]) == 3
+
+
+def test_a_read_only_output_folder_is_one_line(cli, tmp_path, monkeypatch):
+    import errno
+
+    import bench.train
+
+    def read_only(path, payload):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(bench.train, "write_json_atomic", read_only)
+    code, _, err = cli("run", "--model", "mlp2", "--loss", "ce", "--dataset", "cifar10-sample", "--epochs", "1",
+                       "--limit-train", "300", "--out", str(tmp_path / "ro"), "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "Read-only file system" in err and "writable --out" in err, err
+
+
+def test_torn_records_and_journal_lines_lose_nothing_already_written(cli, tmp_path):
+    from tests.test_study import STUDY, trial_counts, write
+
+    text = STUDY.replace("seeds = [0, 1]", "seeds = [0]").replace("trials = 3", "trials = 2")
+    path = write(tmp_path, text)
+    code, _, err = cli("grid", str(path), "--quiet")
+    assert code == 0, err
+    journal = tmp_path / "runs" / "tuning" / "tuning.journal"
+    before = trial_counts(str(journal))
+    with open(journal, "ab") as f:  # a writer killed mid-line
+        f.write(b'{"op_code": 5, "worker_id": "x", "study_id": 0, "datetime_st')
+    [first, *_] = sorted((tmp_path / "runs").glob("*/record.json"))
+    first.write_text(first.read_text()[:200])  # a record torn by a crash (written atomically by bench itself)
+    code, out, err = cli("grid", str(path), "--quiet")
+    assert code == 0, err
+    assert "last line of" in err and "was cut short" in err
+    assert trial_counts(str(journal)) == before  # every finished trial kept, the journal readable again
+    assert json.loads(first.read_text())["status"] == "completed"  # the torn run ran again into its folder
+    code, out, err = cli("leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "board"))
+    assert code == 0, err
+    with open(journal, "r+b") as f:  # a broken line in the middle: one line, not Optuna's traceback
+        data = f.read()
+        f.seek(0)
+        f.write(data.replace(b'"op_code"', b'"op_code', 1))
+    code, _, err = cli("grid", str(path), "--quiet")
+    assert code == 2 and "line 1 is not a complete journal entry" in err and err.count("\n") == 1, err
