@@ -293,3 +293,40 @@ def test_torn_records_and_journal_lines_lose_nothing_already_written(cli, tmp_pa
         f.write(data.replace(b'"op_code"', b'"op_code', 1))
     code, _, err = cli("grid", str(path), "--quiet")
     assert code == 2 and "line 1 is not a complete journal entry" in err and err.count("\n") == 1, err
+
+
+def test_optuna_dashboard_opens_benchs_studies_over_localhost(cli, tmp_path):
+    """optuna-dashboard, the client users reach for, reads a grid's journal and lists its studies
+    under readable names (dataset, model, loss, seed, then a hash of the budget)."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    from tests.test_study import STUDY, write
+
+    text = STUDY.replace("seeds = [0, 1]", "seeds = [0]").replace("trials = 3", "trials = 1")
+    code, _, err = cli("grid", str(write(tmp_path, text.replace("per_seed = false", "per_seed = true"))), "--quiet")
+    assert code == 0, err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    journal = tmp_path / "runs" / "tuning" / "tuning.journal"
+    server = subprocess.Popen([shutil.which("optuna-dashboard"), str(journal), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, names = time.monotonic() + 60, None
+        while names is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    names = [s["study_name"] for s in json.loads(response.read())["study_summaries"]]
+            except OSError:
+                time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert names is not None, "optuna-dashboard did not answer"
+    assert sorted(n.rsplit("-", 1)[0] for n in names) == [
+        "tune-cifar10-sample-cnn-tiny-ce-seed0", "tune-cifar10-sample-cnn-tiny-focal-seed0",
+        "tune-cifar10-sample-cnn-tiny-focal-seed0"]
