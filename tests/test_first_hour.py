@@ -330,3 +330,28 @@ def test_optuna_dashboard_opens_benchs_studies_over_localhost(cli, tmp_path):
     assert sorted(n.rsplit("-", 1)[0] for n in names) == [
         "tune-cifar10-sample-cnn-tiny-ce-seed0", "tune-cifar10-sample-cnn-tiny-focal-seed0",
         "tune-cifar10-sample-cnn-tiny-focal-seed0"]
+
+
+def test_a_search_where_every_trial_tied_is_named_and_the_heatmap_scale_is_absolute(tmp_path, monkeypatch):
+    import seaborn as sns
+
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        for loss, acc in (("ce", 0.70 + 0.01 * seed), ("focal", 0.69 + 0.01 * seed)):
+            r = fake_record("cnn", loss, {"gamma": 2.0} if loss == "focal" else {}, seed, acc)
+            r["tuning"] = {"study": f"tune-{loss}-seed{seed}", "mode": "per_seed", "cell": loss, "trials": 4,
+                           "objective": "val_acc", "params": {"lr": 0.01}, "seed": 100 + seed, "epochs": 2,
+                           "all_tied": loss == "focal", "tied_with_best": 4 if loss == "focal" else 1}
+            write_json_atomic(runs / f"{loss}-{seed}" / "record.json", r)
+    seen = {}
+    real_heatmap = sns.heatmap
+
+    def heatmap(data, **kwargs):
+        seen.setdefault("scale", (kwargs.get("vmin"), kwargs.get("vmax")))
+        return real_heatmap(data, **kwargs)
+
+    monkeypatch.setattr(sns, "heatmap", heatmap)
+    [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
+    text = path.read_text()
+    assert "for focal(gamma=2) (tuned per seed: lr 0.01) every tuning trial tied: its search chose nothing" in text
+    assert seen["scale"] == (100 / 3, 100)  # chance (3 classes) to 100%, not the table's own min and max
