@@ -333,6 +333,8 @@ def test_optuna_dashboard_opens_benchs_studies_over_localhost(cli, tmp_path):
 
 
 def test_a_search_where_every_trial_tied_is_named_and_the_heatmap_scale_is_absolute(tmp_path, monkeypatch):
+    import pytest
+
     import seaborn as sns
 
     runs = tmp_path / "runs"
@@ -354,4 +356,4 @@ def test_a_search_where_every_trial_tied_is_named_and_the_heatmap_scale_is_absol
     [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
     text = path.read_text()
     assert "for focal(gamma=2) (tuned per seed: lr 0.01) every tuning trial tied: its search chose nothing" in text
-    assert seen["scale"] == (100 / 3, 100)  # chance (3 classes) to 100%, not the table's own min and max
+    assert seen["scale"] == pytest.approx((100 / 3, 100))  # chance (3 classes) to 100%, not the table's own min and max
