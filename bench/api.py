@@ -74,15 +74,34 @@ def tune(model: str, loss: str, dataset: str, trials: int = 20, out: str | Path 
 def grid(experiment: str | Path, out: str | Path | None = None, storage: str | None = None,
          quiet: bool = True) -> dict[str, int]:
     """Every run of an experiment file (both stages of a [tune] study); finished runs are skipped.
-    Returns how many runs ended in each status ('skipped' for those already completed)."""
+    Returns how many runs ended in each status ('skipped' for those already completed).
+
+    The storage is chosen as `bench grid` chooses it (`grid_storage`): a grid that local workers
+    made keeps its `grid.db`."""
     from bench.experiment import load_experiment
     from bench.report import make_reporter
 
     path = Path(experiment)
     folder = Path(out) if out is not None else path.parent / "runs"
-    tally = run_experiment(load_experiment(path), folder, storage, lambda: make_reporter(quiet),
-                           (lambda *_: None) if quiet else print)
+    loaded = load_experiment(path)
+    tally = run_experiment(loaded, folder, grid_storage(folder, storage, 1, bool(loaded.tune)),
+                           lambda: make_reporter(quiet), (lambda *_: None) if quiet else print)
     return dict(tally)
+
+
+def grid_storage(out: Path, storage: str | None, workers: int, tuned: bool) -> str | None:
+    """The storage a grid runs on, decided here for the CLI and the API alike: the given URL; else
+    `out/grid.db` (SQLite) when several local workers share the grid or an earlier run made it
+    (its tuning studies live there: the default journal would tune every cell anew); else None
+    (a tuned grid's journal, an untuned grid's plain loop). A journal cannot be shared."""
+    local_db = out / "grid.db"
+    chosen = storage or (f"sqlite:///{local_db.resolve()}" if workers > 1 or local_db.exists() else None)
+    if chosen and chosen.startswith("journal:") and (workers > 1 or not tuned):
+        raise UsageError(
+            f"bench grid cannot share {chosen!r}: a journal storage has no heartbeat, so a killed "
+            "worker's point would never be re-queued; use sqlite:///FILE or postgresql://USER@HOST/DB"
+        )
+    return chosen
 
 
 def run_experiment(experiment, out: Path, storage: str | None, make_reporter, log=print) -> Counter:

@@ -316,7 +316,7 @@ def grid_experiment(args: argparse.Namespace) -> tuple[Experiment, Path]:
 def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
     import subprocess
 
-    from bench.api import run_experiment
+    from bench.api import grid_storage, run_experiment
     from bench.report import make_reporter
 
     experiment, out = grid_experiment(args)
@@ -324,15 +324,7 @@ def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
         return print_estimate(experiment, args.experiment or "the grid")
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    # Local workers share out/grid.db; a grid made that way keeps it when run again by one process
-    # (its tuning studies live there: the default journal would tune every cell anew).
-    local_db = out / "grid.db"
-    storage = args.storage or (f"sqlite:///{local_db.resolve()}" if args.workers > 1 or local_db.exists() else None)
-    if storage and storage.startswith("journal:") and (args.workers > 1 or not experiment.tune):
-        raise UsageError(
-            f"bench grid cannot share {storage!r}: a journal storage has no heartbeat, so a killed "
-            "worker's point would never be re-queued; use sqlite:///FILE or postgresql://USER@HOST/DB"
-        )
+    storage = grid_storage(out, args.storage, args.workers, bool(experiment.tune))
     runs = len(experiment.cells) * len(experiment.seeds)
     if args.workers > 1:  # N worker processes sharing one storage
         from bench.tuning import open_storage

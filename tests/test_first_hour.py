@@ -357,3 +357,24 @@ def test_a_search_where_every_trial_tied_is_named_and_the_heatmap_scale_is_absol
     text = path.read_text()
     assert "for focal(gamma=2) (tuned per seed: lr 0.01) every tuning trial tied: its search chose nothing" in text
     assert seen["scale"] == pytest.approx((100 / 3, 100))  # chance (3 classes) to 100%, not the table's own min and max
+
+
+def test_the_api_continues_a_grid_that_local_workers_made_without_running_anything_again(tmp_path):
+    """`bench grid --workers 2` keeps its studies in out/grid.db; bench.grid(...) on the same folder
+    used to open a fresh journal beside it and tune every cell again."""
+    import subprocess
+    import sys
+
+    import bench
+    from tests.test_study import STUDY, write
+
+    text = STUDY.replace("seeds = [0, 1]", "seeds = [0]").replace("trials = 3", "trials = 2")
+    path = write(tmp_path, text.split("[[losses]]\nname = \"focal\"")[0])  # the ce cell only
+    out = tmp_path / "g"
+    done = subprocess.run([sys.executable, "-m", "bench", "grid", str(path), "--out", str(out), "--workers", "2",
+                           "--quiet"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    before = sorted(p.relative_to(out) for p in out.rglob("record.json"))
+    assert bench.grid(path, out=out) == {}  # nothing left to run (a shared grid counts what it ran)
+    assert sorted(p.relative_to(out) for p in out.rglob("record.json")) == before
+    assert not (out / "tuning" / "tuning.journal").exists()
