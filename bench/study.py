@@ -42,7 +42,9 @@ from bench.tuning import (
     make_sampler,
     open_storage,
     requeue_interrupted,
+    requeue_leftovers,
     search_evidence,
+    states,
     trial_objective,
 )
 
@@ -86,24 +88,6 @@ def study_name(cell: Cell, spec: TuneSpec, config=None, eval_seed: int | None = 
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name) + "-" + hashlib.sha1(identity.encode()).hexdigest()[:8]
 
 
-def _states(study, *names: str) -> list:
-    import optuna
-
-    return study.get_trials(deepcopy=False, states=tuple(getattr(optuna.trial.TrialState, n) for n in names))
-
-
-def requeue_leftovers(study) -> None:
-    """Single worker on a journal: trials RUNNING at start belong to a killed earlier run of this
-    command. Fail them, and re-queue their parameters and those of the trials marked `interrupted`
-    (failed on SIGINT / SIGTERM), so their runs resume from their checkpoints."""
-    import optuna
-
-    leftovers = _states(study, "RUNNING")
-    for trial in leftovers:
-        study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
-    requeue_interrupted(study, also=leftovers)
-
-
 def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log, config=None,
               eval_seed: int = 0) -> dict:
     """Stage 1 for one cell (per-seed mode: for one eval seed, `config` being the cell on that
@@ -136,7 +120,7 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log,
         getattr(optuna.trial.TrialState, n) for n in ("COMPLETE", "PRUNED", "RUNNING")))
     while True:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed and re-queued
-        finished, running = len(_states(study, "COMPLETE", "PRUNED")), len(_states(study, "RUNNING"))
+        finished, running = len(states(study, "COMPLETE", "PRUNED")), len(states(study, "RUNNING"))
         if spec.trials - finished - running > 0:
             # seeded by position, so a resumed study does not replay its first random draws
             study.sampler = make_sampler(config.seed + len(study.trials), spec.trials)
@@ -145,7 +129,7 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log,
             time.sleep(HEARTBEAT_SECONDS)  # other workers' trials decide the best too: wait for them
         else:
             break
-    if not _states(study, "COMPLETE"):
+    if not states(study, "COMPLETE"):
         raise UsageError(f"no tuning trial of {name} completed (all pruned or diverged); widen [tune] lr or epochs")
     best = best_trial(study, spec.objective)
     return info | {"study": name, "trials": finished, "best_value": best.value, "params": space.values(best.params),

@@ -193,6 +193,24 @@ def requeue_interrupted(study, also=()) -> None:
             retried.add(trial.number)
 
 
+def states(study, *names: str) -> list:
+    import optuna
+
+    return study.get_trials(deepcopy=False, states=tuple(getattr(optuna.trial.TrialState, n) for n in names))
+
+
+def requeue_leftovers(study) -> None:
+    """Single worker on a journal: trials RUNNING at start belong to a killed earlier run of this
+    command. Fail them, and re-queue their parameters and those of the trials marked `interrupted`
+    (failed on SIGINT / SIGTERM), so their runs resume from their checkpoints."""
+    import optuna
+
+    leftovers = states(study, "RUNNING")
+    for trial in leftovers:
+        study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
+    requeue_interrupted(study, also=leftovers)
+
+
 def make_sampler(seed: int, trials: int):
     """TPE, seeded. Its random start-up is a third of the study's trials (at least 3, at most Optuna's
     default 10): with the default, a study of 10 trials or fewer would be a plain random search."""
@@ -326,7 +344,10 @@ def tune(
     study = optuna.create_study(study_name=study_name, storage=open_storage(url),
                                 direction=OBJECTIVES[objective][1], pruner=make_pruner(pruner, config.epochs),
                                 load_if_exists=True)
-    requeue_interrupted(study)  # two workers starting at once may both re-queue one: a duplicate trial, no loss
+    if url.startswith("journal:"):  # no heartbeat: one worker, so a RUNNING trial is a killed run's leftover
+        requeue_leftovers(study)
+    else:  # two workers starting at once may both re-queue one: a duplicate trial, no loss
+        requeue_interrupted(study)
     # reseed per invocation so that a resumed study does not replay its first random draws
     study.sampler = make_sampler(config.seed + len(study.trials), len(study.trials) + trials)
     study.optimize(trial_objective(config, space, out, objective, study_name, log, len(study.trials) + trials),

@@ -378,3 +378,30 @@ def test_the_api_continues_a_grid_that_local_workers_made_without_running_anythi
     assert bench.grid(path, out=out) == {}  # nothing left to run (a shared grid counts what it ran)
     assert sorted(p.relative_to(out) for p in out.rglob("record.json")) == before
     assert not (out / "tuning" / "tuning.journal").exists()
+
+
+def test_bench_tune_on_a_journal_killed_mid_trial_requeues_that_trial_with_its_parameters(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    import optuna
+
+    from tests.test_study import all_studies, kill_when
+
+    journal = tmp_path / "study.journal"
+    def cmd(trials: int) -> list[str]:
+        return [sys.executable, "-m", "bench", "tune", "--model", "cnn-tiny", "--loss", "ce", "--dataset",
+                "cifar10-sample", "--epochs", "3", "--limit-train", "600", "--limit-test", "50", "--trials", str(trials),
+                "--quiet", "--out", str(tmp_path / "tune"), "--storage", f"journal:{journal}"]
+
+    kill_when(cmd(2), tmp_path / "tune", "trials/*/checkpoint.pt", signal.SIGKILL)
+    [study] = all_studies(str(journal))
+    [killed] = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    again = subprocess.run(cmd(1), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    [study] = all_studies(str(journal))
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    [retry] = [t for t in study.trials if t.user_attrs.get("retry_of") == killed.number]
+    assert retry.params == killed.params and retry.state in (optuna.trial.TrialState.COMPLETE,
+                                                               optuna.trial.TrialState.PRUNED)

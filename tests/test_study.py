@@ -256,7 +256,7 @@ def test_a_trial_stopped_outside_the_training_loop_is_re_queued(monkeypatch, tmp
     KeyboardInterrupt: the trial is still marked interrupted and its parameters re-queued."""
     import bench.tuning
     from bench.config import RunConfig
-    from bench.study import requeue_leftovers
+    from bench.tuning import requeue_leftovers
     from bench.tuning import SearchSpace, trial_objective
 
     def stopped(*args, **kwargs):
