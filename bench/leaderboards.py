@@ -279,7 +279,8 @@ def comparisons_vs_ce(groups: list[Group], margin: float = MARGIN) -> list[Compa
         mine, theirs = g.by_seed("accuracy"), base.by_seed("accuracy")
         common = sorted(set(mine) & set(theirs))
         a, b = [mine[s] for s in common], [theirs[s] for s in common]
-        pairs.append((g, base, compare_by_seed(mine, theirs), equivalence_p(a, b, margin), probability_better(a, b)))
+        better = probability_better(a, b) if len(common) >= 2 else math.nan  # one pair is no probability
+        pairs.append((g, base, compare_by_seed(mine, theirs), equivalence_p(a, b, margin), better))
     adjusted = holm([t.p_value for _, _, t, _, _ in pairs])
     equivalent = holm([e for _, _, _, e, _ in pairs])
     return [Comparison(g, base, t, p, e_holm, better, margin)
@@ -291,7 +292,8 @@ def paired_table(comparisons: list[Comparison]) -> pd.DataFrame:
     for c in comparisons:
         g, p, p_holm = c.group, c.test, c.p_holm
         rows.append({
-            "model": g.model, "loss": g.loss, "paired seeds": p.n,
+            "model": g.model, "loss": g.loss,
+            "paired seeds": p.n if p.paired else f"unpaired: {p.n} vs {p.n_baseline} (Welch)",
             "Δ acc vs ce (pp)": f"{p.mean_diff * 100:+.2f}",
             "95% CI (pp)": "n/a" if math.isnan(p.ci_low) else f"[{p.ci_low * 100:+.2f}, {p.ci_high * 100:+.2f}]",
             "p (paired t)": "n/a" if math.isnan(p.p_value) else f"{p.p_value:.3g}",
@@ -692,7 +694,9 @@ def summary(dataset: str, groups: list[Group], comparisons: list[Comparison], an
         "dataset": dataset, "alpha": ALPHA, "margin": margin, "power": POWER,
         "rows": rows,
         "comparisons_vs_ce": [{
-            "model": c.group.model, "loss": c.group.loss, "paired_seeds": c.test.n, "delta": c.test.mean_diff,
+            "model": c.group.model, "loss": c.group.loss, "paired": c.test.paired,
+            "paired_seeds": c.test.n if c.test.paired else 0, "n": c.test.n, "n_baseline": c.test.n_baseline or c.test.n,
+            "delta": c.test.mean_diff,
             "ci_low": _number(c.test.ci_low), "ci_high": _number(c.test.ci_high), "p": _number(c.test.p_value),
             "p_holm": _number(c.p_holm), "p_equiv_holm": _number(c.p_equiv_holm), "p_better": _number(c.p_better),
             "detectable": _number(c.test.detectable), "verdict": c.verdict,

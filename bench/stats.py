@@ -43,8 +43,10 @@ class Paired:
     ci_low: float
     ci_high: float
     p_value: float  # two-sided paired t-test; NaN when n < 2 or all differences are equal
-    n: int
+    n: int  # pairs; for an unpaired comparison, the candidate's count
     detectable: float = math.nan  # the difference this test detects with POWER (see detectable_difference)
+    paired: bool = True
+    n_baseline: int | None = None  # an unpaired comparison's baseline count
 
 
 def detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = POWER) -> float:
@@ -83,7 +85,7 @@ def compare_by_seed(candidate: dict[int, float], baseline: dict[int, float]) -> 
     p = math.nan
     if len(a) >= 2 and len(b) >= 2 and (np.ptp(a) > 0 or np.ptp(b) > 0):
         p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return Paired(float(a.mean() - b.mean()), math.nan, math.nan, p, len(a))
+    return Paired(float(a.mean() - b.mean()), math.nan, math.nan, p, len(a), paired=False, n_baseline=len(b))
 
 
 def holm(p_values) -> list[float]:

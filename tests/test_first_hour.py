@@ -405,3 +405,17 @@ def test_bench_tune_on_a_journal_killed_mid_trial_requeues_that_trial_with_its_p
     [retry] = [t for t in study.trials if t.user_attrs.get("retry_of") == killed.number]
     assert retry.params == killed.params and retry.state in (optuna.trial.TrialState.COMPLETE,
                                                                optuna.trial.TrialState.PRUNED)
+
+
+def test_a_paired_table_never_reports_an_unpaired_comparison_as_paired(tmp_path):
+    runs = tmp_path / "runs"
+    write_json_atomic(runs / "ce-0" / "record.json", fake_record("cnn", "ce", {}, 0, 0.79))
+    for seed, acc in enumerate([0.78, 0.77, 0.76, 0.775, 0.765]):
+        write_json_atomic(runs / f"focal-{seed}" / "record.json", fake_record("cnn", "focal", {"gamma": 2.0}, seed, acc))
+    [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
+    text = path.read_text()
+    [row] = [line for line in text.splitlines() if line.startswith("| cnn ") and "unpaired" in line]
+    assert "unpaired: 5 vs 1 (Welch)" in row
+    summary = json.loads((tmp_path / "out" / "summary-toy.json").read_text())
+    [c] = summary["comparisons_vs_ce"]
+    assert c["paired"] is False and c["paired_seeds"] == 0 and (c["n"], c["n_baseline"]) == (5, 1)
