@@ -92,7 +92,7 @@ def measure_speed(config: RunConfig, steps: int = 30, warmup: int = 5) -> dict:
     model, built = setup.make_model()
     train_batches = setup.batches("train", config.batch_size, built.convolutional)
     eval_batches = setup.batches("test", config.batch_size, built.convolutional)
-    optimizer = make_optimizer(config, model)
+    optimizer = make_optimizer(config, model, device)
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp_dtype == torch.float16)
     result: dict = {"compile_seconds": None}
     net = model

@@ -104,3 +104,35 @@ def test_bench_speed_reports_training_flops_against_a_measured_matmul_peak(cli):
     assert result["peak_flops_per_sec"] > 0
     assert result["fraction_of_peak"] == pytest.approx(result["train_flops_per_sec"] / result["peak_flops_per_sec"])
     assert result["precision_reason"] == "--precision fp32"
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_cuda_runs_use_fused_optimizers_so_fp16_needs_no_host_sync(monkeypatch, optimizer):
+    """GradScaler checks a non-fused optimizer's gradients for inf with a host sync every step
+    (measured on the H200: grad_scaler.py's .item()); a fused one gets the scale on the device.
+    Checked here by the arguments the optimizer is built with (no GPU in CI)."""
+    from bench.config import RunConfig
+    from bench.train import make_optimizer
+
+    built = {}
+
+    class Recorder:
+        def __init__(self, params, **kwargs):
+            built.update(kwargs)
+
+    monkeypatch.setattr(torch.optim, "SGD" if optimizer == "sgd" else "AdamW", Recorder)
+    config = RunConfig(model="mlp2", loss="ce", dataset="cifar10-sample", optimizer=optimizer)
+    model = torch.nn.Linear(2, 2)
+    make_optimizer(config, model, torch.device("cuda"))
+    assert built.get("fused") is True
+    built.clear()
+    make_optimizer(config, model, torch.device("cpu"))
+    assert "fused" not in built
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
+def test_fp16_training_makes_no_host_sync_per_step(cli):
+    code, out, err = cli("speed", "--model", "cnn-tiny", "--dataset", "cifar10-sample", "--steps", "5",
+                         "--warmup", "2", "--limit-train", "600", "--precision", "fp16", "--json")
+    assert code == 0, err
+    assert json.loads(out)["host_syncs_per_step"] == 0
