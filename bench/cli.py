@@ -100,6 +100,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Nesterov)")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--schedule", default="cosine", choices=SCHEDULES)
+    p.add_argument("--warmup-epochs", type=float, default=0.0,
+                   help="linear lr warm-up over this many epochs, then the schedule (AdamW on ConvNeXt/ViT wants 1-5)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of train held out for validation")
     p.add_argument("--limit-train", type=int, help="use this many training images (val is carved from them)")
     p.add_argument("--limit-test", type=int, help="report on this many test images (stratified)")
@@ -171,7 +173,8 @@ def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
         model=args.model, loss=args.loss, dataset=args.dataset, loss_params=loss_params,
         data_root=args.data_root, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
-        weight_decay=args.weight_decay, schedule=args.schedule, val_fraction=args.val_fraction,
+        weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+        val_fraction=args.val_fraction,
         limit_train=args.limit_train, limit_test=args.limit_test, image_size=args.image_size,
         split_seed=args.split_seed, classes=tuple(args.classes.split(",")) if args.classes else (),
         imbalance=args.imbalance, label_noise=args.label_noise, noise_type=args.noise_type, clean_val=args.clean_val,

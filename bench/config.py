@@ -58,6 +58,7 @@ class RunConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"
+    warmup_epochs: float = 0.0  # linear lr warm-up over this many epochs (of steps), then the schedule
     val_fraction: float = 0.1
     limit_train: int | None = None
     limit_test: int | None = None
@@ -86,6 +87,8 @@ class RunConfig:
             (self.lr is None or self.lr > 0, f"--lr must be greater than 0, got {self.lr}"),
             (0 < self.val_fraction < 1, f"--val-fraction must lie strictly between 0 and 1, got {self.val_fraction}"),
             (self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}"),
+            (0 <= self.warmup_epochs < self.epochs,
+             f"--warmup-epochs must lie in [0, --epochs), got {self.warmup_epochs} for {self.epochs} epochs"),
             (0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}"),
             (self.limit_train is None or self.limit_train >= 2, f"--limit-train must be at least 2, got {self.limit_train}"),
             (self.limit_test is None or self.limit_test >= 1, f"--limit-test must be at least 1, got {self.limit_test}"),
@@ -121,6 +124,8 @@ class RunConfig:
         identity = {k: v for k, v in self.to_dict().items() if k != "data_root"}
         if not self.label_noise:  # clean_val changes nothing without noise: runs from before it keep their hash
             del identity["clean_val"]
+        if not self.warmup_epochs:  # no warm-up: runs from before the field keep their hash
+            del identity["warmup_epochs"]
         return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
     @property

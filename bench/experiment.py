@@ -3,7 +3,8 @@
 ```toml
 dataset = "cifar10"
 data_root = "../../shared/datasets/cifar10-jpeg.tar.gz"   # relative to this file
-models = ["cnn-tiny", "cnn"]  # bench models, timm:<name>, or FILE.py:NAME
+models = ["cnn-tiny", "cnn", {name = "timm:convnext_atto", optimizer = "adamw", warmup_epochs = 1}]
+                              # bench models, timm:<name>, FILE.py:NAME; a table adds the model's own settings
 seeds = [0, 1, 2, 3, 4]       # default: 0..4
 split_per_seed = false        # true: a protocol split (imagenet10 3:1:1, folder 4:1) drawn per seed
 epochs = 4                    # any other `bench run` setting (its flag name with _) applies to every run
@@ -164,6 +165,7 @@ def load_experiment(path: Path) -> Experiment:
         raise UsageError(f"{where}: missing {', '.join(missing)}")
     if not isinstance(spec["models"], list) or not spec["models"]:
         raise UsageError(f"{where}: models must be a non-empty list of model names")
+    models = [_model_entry(where, m) for m in spec["models"]]
     if not isinstance(spec["losses"], list) or not all(isinstance(x, dict) and "name" in x for x in spec["losses"]):
         raise UsageError(f"{where}: losses must be a list of tables, each with a name ([[losses]] name = \"ce\")")
     seeds = spec.get("seeds", list(DEFAULT_SEEDS))
@@ -176,7 +178,7 @@ def load_experiment(path: Path) -> Experiment:
     shared["base_dir"] = str(path.parent.resolve())
     if "classes" in shared:
         shared["classes"] = tuple(shared["classes"])
-    for model in spec["models"]:
+    for model, _ in models:
         check_model(model, shared["base_dir"])
     split_per_seed = spec.get("split_per_seed", False)
     if not isinstance(split_per_seed, bool):
@@ -190,17 +192,37 @@ def load_experiment(path: Path) -> Experiment:
     if tune is not None and tune.lr is not None and "lr" in shared:
         raise UsageError(f"{where}: lr is fixed at the top level and given a range in [tune]; keep one")
     cells = []
-    for model in spec["models"]:
+    for model, own in models:
+        if tune is not None and tune.lr is not None and "optimizer" in own:
+            raise UsageError(f"{where}: model {model} sets its own optimizer while [tune] lr fixes one lr range for "
+                             "every model; leave [tune] lr out, and each cell searches its optimizer's range")
         for entry in spec["losses"]:
             params = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k not in ("name", "lr")}
             get_loss(entry["name"], shared["base_dir"])
             resolve_loss_params(entry["name"], params, 10 if not params else _classes_hint(params), shared["base_dir"])
-            lr = entry.get("lr", shared.get("lr"))
+            lr = entry.get("lr", own.get("lr", shared.get("lr")))
             _check_type(f"{where}: [[losses]] {entry['name']}", "lr", lr, RUN_FIELDS["lr"].type)
             config = RunConfig(model=model, loss=entry["name"], loss_params=params, dataset=spec["dataset"],
-                               seed=seeds[0], **(shared | {"lr": lr}))
+                               seed=seeds[0], **(shared | own | {"lr": lr}))
             cells.append(Cell(config, lr_fixed=lr is not None))
     return Experiment(path, tuple(cells), tuple(seeds), tune, split_per_seed)
+
+
+def _model_entry(where: str, entry) -> tuple[str, dict]:
+    """A `models` item: a name, or a table with a name and run settings of its own (a timm backbone
+    that needs AdamW with warm-up: {name = "timm:convnext_atto", optimizer = "adamw", warmup_epochs = 1})."""
+    if isinstance(entry, str):
+        return entry, {}
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise UsageError(f"{where}: each models item is a name or a table with a name, got {entry!r}")
+    own = {k: v for k, v in entry.items() if k != "name"}
+    unknown = sorted(set(own) - SHARED_KEYS)
+    if unknown:
+        raise UsageError(f"{where}: model {entry['name']} has no setting {', '.join(unknown)}; accepted: "
+                         f"{', '.join(sorted(SHARED_KEYS))}")
+    for key, value in own.items():
+        _check_type(f"{where}: model {entry['name']}", key, value, RUN_FIELDS[key].type)
+    return entry["name"], own
 
 
 def _tune_spec(where: str, table, seeds: list[int]) -> TuneSpec:

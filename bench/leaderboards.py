@@ -20,8 +20,8 @@ from bench.record import RECORD_NAME, load_record
 from bench.stats import POWER, Summary, compare_by_seed, equivalence_p, holm, probability_better, summarize
 
 METRICS = ("accuracy", "macro_f1", "nll", "ece")
-SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "limit_train", "limit_test",
-            "image_size", "augment", "precision")
+SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "warmup_epochs", "weight_decay", "limit_train",
+            "limit_test", "image_size", "augment", "precision")
 ALPHA = 0.05  # family-wise error rate of a table's Holm-corrected tests
 MARGIN = 0.005  # default practical margin: accuracy differences within ±0.5 pp can be called "equivalent"
 CHANCE_MARGIN = 0.02  # a row whose accuracy is not clearly 2 pp above chance did not learn

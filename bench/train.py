@@ -128,13 +128,17 @@ def make_optimizer(config: RunConfig, model: nn.Module, device: torch.device) ->
 
 
 def make_schedule(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
-    """Per-step schedule: cosine to zero, x0.1 at 50% and 75% of training, or constant."""
+    """Per-step schedule: cosine to zero, x0.1 at 50% and 75% of training, or constant; with
+    `warmup_epochs`, first a linear ramp from 1/warm-up steps of the lr to all of it."""
     if config.schedule == "cosine":
         factor = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))  # noqa: E731
     elif config.schedule == "step":
         factor = lambda step: 0.1 ** ((step >= total_steps // 2) + (step >= total_steps * 3 // 4))  # noqa: E731
     else:
         factor = lambda step: 1.0  # noqa: E731
+    warmup = round(total_steps * config.warmup_epochs / config.epochs)
+    if warmup:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * factor(step))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
