@@ -80,6 +80,12 @@ class TuneSpec:
     def mode(self) -> str:
         return "per_seed" if self.per_seed else "single"
 
+    @property
+    def legacy(self) -> bool:
+        """One study per cell and no lr grid: the protocol of the boards published before per-seed
+        tuning, whose study names and run identities stay as they were."""
+        return not self.per_seed and self.lr_points == 0
+
     def tuning_seed(self, eval_seed: int) -> int:
         return self.seed + eval_seed if self.per_seed else self.seed
 

@@ -64,7 +64,7 @@ def _budget(spec: TuneSpec) -> dict:
     """The tuning budget that names a study; the trial count is left out so it can grow, and the
     single-study mode without an lr grid keeps the names its published studies have."""
     budget = {k: v for k, v in asdict(spec).items() if k != "trials"}
-    if not spec.per_seed and spec.lr_points == 0:
+    if spec.legacy:
         del budget["per_seed"], budget["lr_points"]
     return budget
 
@@ -97,10 +97,10 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log,
 
     config = spec.trial_config(config or cell.config, eval_seed)
     space = SearchSpace.of(config, cell.lr_fixed, spec.lr)
-    legacy = not spec.per_seed and spec.lr_points == 0  # the published single-study boards' protocol
-    info = {"study": None, "mode": spec.mode, **({} if legacy else {"cell": cell_id(cell, spec)}), "trials": 0, "objective": spec.objective,
-            "best_value": None, "params": {}, "seed": config.seed, "epochs": config.epochs,
-            "limit_train": config.limit_train, "pruner": spec.pruner, "lr_range": list(space.lr) if space.lr else None}
+    info = {"study": None, "mode": spec.mode, **({} if spec.legacy else {"cell": cell_id(cell, spec)}),
+            "trials": 0, "objective": spec.objective, "best_value": None, "params": {}, "seed": config.seed,
+            "epochs": config.epochs, "limit_train": config.limit_train, "pruner": spec.pruner,
+            "lr_range": list(space.lr) if space.lr else None}
     if not space.lr and not space.loss_params:
         return info  # everything given: nothing to tune, the cell runs as written
     name = study_name(cell, spec, config, eval_seed)

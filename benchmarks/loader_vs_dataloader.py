@@ -69,7 +69,7 @@ def main() -> None:
 
     def fresh_step():
         model, built = setup.make_model()
-        optimizer = make_optimizer(config, model)
+        optimizer = make_optimizer(config, model, runtime.device)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         fmt = built.memory_format
         return lambda x, y: train_step(model.train(), setup.criterion, optimizer, scaler, runtime,

@@ -16,30 +16,12 @@ import pytest
 from bench.experiment import load_experiment
 from bench.stats import equivalence_p, probability_better
 from bench.tuning import lr_grid
-from tests.test_study import all_studies, kill_when, records, trial_counts, write
+from tests.test_study import STUDY, all_studies, kill_when, records, trial_counts, write
 
-PER_SEED = """
-dataset = "cifar10-sample"
-models = ["cnn-tiny"]
-seeds = [0, 1]
-epochs = 2
-limit_train = 600
-limit_test = 100
-
-[tune]
-trials = 3
-epochs = 2
-seed = 100
-lr_points = 2
-lr = [0.005, 0.5]
-
-[[losses]]
-name = "ce"
-label_smoothing = 0.0
-
-[[losses]]
-name = "focal"
-"""
+# the single-study test experiment in per-seed mode (the default) with a 2-point lr grid, ce and free focal
+PER_SEED = (STUDY.split('\n[[losses]]\nname = "focal"\ngamma = 2.0')[0]
+            .replace("per_seed = false  # the single-study protocol of the published boards (tests of per-seed mode: "
+                     "test_per_seed.py)\nlr_points = 0", "lr_points = 2"))
 
 
 def check_per_seed_state(runs):
