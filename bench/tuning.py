@@ -8,11 +8,13 @@ adds trials to the same study, and several workers can share one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import random
+import socket
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -199,13 +201,35 @@ def states(study, *names: str) -> list:
     return study.get_trials(deepcopy=False, states=tuple(getattr(optuna.trial.TrialState, n) for n in names))
 
 
+def worker_tag() -> dict:
+    """Who runs a trial: this machine (a hash of its name, so no host name is stored) and process."""
+    return {"host": hashlib.sha1(socket.gethostname().encode()).hexdigest()[:12], "pid": os.getpid()}
+
+
+def is_dead(worker: dict | None) -> bool:
+    """A RUNNING trial's worker is gone: its process on this machine no longer exists. A trial
+    without a tag (from before tags) counts as gone; one from another machine cannot be checked."""
+    if not worker:
+        return True
+    if worker.get("host") != worker_tag()["host"]:
+        return False
+    try:
+        os.kill(worker["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def requeue_leftovers(study) -> None:
-    """Single worker on a journal: trials RUNNING at start belong to a killed earlier run of this
-    command. Fail them, and re-queue their parameters and those of the trials marked `interrupted`
-    (failed on SIGINT / SIGTERM), so their runs resume from their checkpoints."""
+    """A journal has no heartbeat: trials RUNNING at start whose worker process is gone (killed)
+    are failed, and their parameters re-queued with those of the trials marked `interrupted`
+    (failed on SIGINT / SIGTERM), so their runs resume from their checkpoints. Trials of live
+    workers sharing the journal are left to them."""
     import optuna
 
-    leftovers = states(study, "RUNNING")
+    leftovers = [t for t in states(study, "RUNNING") if is_dead(t.user_attrs.get("worker"))]
     for trial in leftovers:
         study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
     requeue_interrupted(study, also=leftovers)
@@ -300,6 +324,7 @@ def trial_objective(config: RunConfig, space: SearchSpace, out: Path, objective:
     key = OBJECTIVES[objective][0]
 
     def objective_fn(trial) -> float:
+        trial.set_user_attr("worker", worker_tag())  # lets a later start tell a killed run's trial from a live one
         try:
             record, _ = run(space.suggest(trial, config), out / TRIALS_DIR, PruningReporter(trial, key), resume=True,
                             test=False, extra={"trial": {"study": study_name, "number": trial.number}})
