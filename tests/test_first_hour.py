@@ -8,7 +8,7 @@ from PIL import Image
 
 from bench.record import write_json_atomic
 from bench.leaderboards import write_leaderboards
-from tests.test_leaderboard import fake_record
+from test_leaderboard import fake_record
 
 
 def image_tree(root, classes: dict[str, int], size=(16, 16)) -> None:
@@ -208,7 +208,7 @@ def test_long_phases_report_progress(cli, tmp_path, monkeypatch, caplog):
     import logging
 
     from bench import imagefolder
-    from tests.test_study import STUDY, write
+    from test_study import STUDY, write
 
     monkeypatch.setattr(imagefolder, "PROGRESS_SECONDS", 0.0)
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
@@ -268,7 +268,7 @@ def test_a_read_only_output_folder_is_one_line(cli, tmp_path, monkeypatch):
 
 
 def test_torn_records_and_journal_lines_lose_nothing_already_written(cli, tmp_path):
-    from tests.test_study import STUDY, trial_counts, write
+    from test_study import STUDY, trial_counts, write
 
     text = STUDY.replace("seeds = [0, 1]", "seeds = [0]").replace("trials = 3", "trials = 2")
     path = write(tmp_path, text)
@@ -304,7 +304,7 @@ def test_optuna_dashboard_opens_benchs_studies_over_localhost(cli, tmp_path):
     import time
     import urllib.request
 
-    from tests.test_study import STUDY, write
+    from test_study import STUDY, write
 
     text = STUDY.replace("seeds = [0, 1]", "seeds = [0]").replace("trials = 3", "trials = 1")
     code, _, err = cli("grid", str(write(tmp_path, text.replace("per_seed = false", "per_seed = true"))), "--quiet")
@@ -366,7 +366,7 @@ def test_the_api_continues_a_grid_that_local_workers_made_without_running_anythi
     import sys
 
     import bench
-    from tests.test_study import STUDY, write
+    from test_study import STUDY, write
 
     text = STUDY.replace("seeds = [0, 1]", "seeds = [0]").replace("trials = 3", "trials = 2")
     path = write(tmp_path, text.split("[[losses]]\nname = \"focal\"")[0])  # the ce cell only
@@ -387,7 +387,7 @@ def test_bench_tune_on_a_journal_killed_mid_trial_requeues_that_trial_with_its_p
 
     import optuna
 
-    from tests.test_study import all_studies, kill_when
+    from test_study import all_studies, kill_when
 
     journal = tmp_path / "study.journal"
     def cmd(trials: int) -> list[str]:

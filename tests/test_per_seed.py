@@ -16,7 +16,7 @@ import pytest
 from bench.experiment import load_experiment
 from bench.stats import equivalence_p, probability_better
 from bench.tuning import lr_grid
-from tests.test_study import STUDY, all_studies, kill_when, records, trial_counts, write
+from test_study import STUDY, all_studies, kill_when, records, trial_counts, write
 
 # the single-study test experiment in per-seed mode (the default) with a 2-point lr grid, ce and free focal
 PER_SEED = (STUDY.split('\n[[losses]]\nname = "focal"\ngamma = 2.0')[0]
