@@ -4,7 +4,6 @@ states the margin, the verdicts, P(A > B) and the lr search figure."""
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 from bench.experiment import load_experiment
 from bench.stats import equivalence_p, probability_better
 from bench.tuning import lr_grid
-from test_study import STUDY, all_studies, kill_when, records, trial_counts, write
+from test_study import STUDY, all_studies, kill_when, records, run_two_workers, trial_counts, write
 
 # the single-study test experiment in per-seed mode (the default) with a 2-point lr grid, ce and free focal
 PER_SEED = (STUDY.split('\n[[losses]]\nname = "focal"\ngamma = 2.0')[0]
@@ -85,14 +84,7 @@ def test_each_eval_seed_tunes_itself_with_the_same_lr_grid_for_every_loss(cli, t
 
 
 def test_two_workers_run_each_per_seed_eval_point_once(tmp_path):
-    path = write(tmp_path, PER_SEED)
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    cmd = [sys.executable, "-m", "bench", "grid", str(path), "--quiet", "--storage", url]
-    env = {**os.environ, "BENCH_HEARTBEAT_SECONDS": "2"}
-    workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-               for _ in range(2)]
-    for w in workers:
-        assert w.wait(timeout=600) == 0, w.stderr.read()
+    url = run_two_workers(tmp_path, PER_SEED)
     check_per_seed_state(tmp_path / "runs")
     tuning = {k: v for k, v in trial_counts(url).items() if k.startswith("tune-")}
     assert len(tuning) == 4 and all(3 <= n <= 4 for n in tuning.values())  # at most workers - 1 extra

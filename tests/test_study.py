@@ -192,8 +192,9 @@ def test_a_killed_study_resumes_to_the_same_state(tmp_path, stage, pattern, sig)
         assert len(trial_runs) == len([t for t in trials if t.state != optuna.trial.TrialState.FAIL])
 
 
-def test_two_workers_share_a_sqlite_study(tmp_path):
-    path = write(tmp_path)
+def run_two_workers(tmp_path, text: str) -> str:
+    """Two `bench grid` processes sharing one SQLite storage (fast heartbeats); returns its URL."""
+    path = write(tmp_path, text)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     cmd = [sys.executable, "-m", "bench", "grid", str(path), "--quiet", "--storage", url]
     env = {**os.environ, "BENCH_HEARTBEAT_SECONDS": "2"}
@@ -201,6 +202,11 @@ def test_two_workers_share_a_sqlite_study(tmp_path):
                for _ in range(2)]
     for w in workers:
         assert w.wait(timeout=600) == 0, w.stderr.read()
+    return url
+
+
+def test_two_workers_share_a_sqlite_study(tmp_path):
+    url = run_two_workers(tmp_path, STUDY)
     check_final_state(tmp_path / "runs")
     tuning = {k: v for k, v in trial_counts(url).items() if k.startswith("tune-")}
     assert len(tuning) == 3 and all(3 <= n <= 4 for n in tuning.values())  # at most workers - 1 extra
