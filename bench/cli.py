@@ -349,10 +349,10 @@ def print_estimate(experiment, name: str) -> int:
     from bench.estimate import estimate
     from bench.record import device_name
     from bench.report import duration
-    from bench.train import resolve_runtime
+    from bench.train import resolve_device
 
     first = experiment.cells[0].config
-    device = resolve_runtime(first.device, first.precision).device
+    device = resolve_device(first.device)
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if device.type == "cpu" and load > 0.5 * cores:
         print(f"warning: the machine is busy (load {load:.1f} on {cores} cores): these timings will be too slow",
