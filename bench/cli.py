@@ -7,6 +7,7 @@ Exit codes: 0 success; 2 bad usage or bad input (one line on stderr); 1 anything
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -84,6 +85,10 @@ def parse_hparam(text: str) -> float | str | tuple[float, ...]:
     return values[0] if len(values) == 1 else values
 
 
+# The run settings' defaults are RunConfig's: one place, read here for the flags and their --help.
+RUN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
                    help=f"one of: {', '.join(MODELS)}, timm:<name>, or your own FILE.py:NAME / package.module:NAME")
@@ -91,31 +96,35 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"one of: {', '.join(LOSSES)}, or your own FILE.py:NAME / package.module:NAME")
     p.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}, or folder:PATH")
     p.add_argument("--data-root", help="where the dataset lies (folder or .tar.gz); see 'bench datasets'")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0, help="fixes initial weights, val split and batch order")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=RUN_DEFAULTS["epochs"])
+    p.add_argument("--seed", type=int, default=RUN_DEFAULTS["seed"],
+                   help="fixes initial weights, val split and batch order")
+    p.add_argument("--batch-size", type=int, default=RUN_DEFAULTS["batch_size"])
     p.add_argument("--lr", type=float, help="learning rate (default: " +
                    ", ".join(f"{k} {v:g}" for k, v in OPTIMIZERS.items()) + ")")
-    p.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS))
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Nesterov)")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--schedule", default="cosine", choices=SCHEDULES)
-    p.add_argument("--warmup-epochs", type=float, default=0.0,
+    p.add_argument("--optimizer", default=RUN_DEFAULTS["optimizer"], choices=list(OPTIMIZERS))
+    p.add_argument("--momentum", type=float, default=RUN_DEFAULTS["momentum"], help="SGD momentum (Nesterov)")
+    p.add_argument("--weight-decay", type=float, default=RUN_DEFAULTS["weight_decay"])
+    p.add_argument("--schedule", default=RUN_DEFAULTS["schedule"], choices=SCHEDULES)
+    p.add_argument("--warmup-epochs", type=float, default=RUN_DEFAULTS["warmup_epochs"],
                    help="linear lr warm-up over this many epochs, then the schedule (AdamW on ConvNeXt/ViT wants 1-5)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of train held out for validation")
+    p.add_argument("--val-fraction", type=float, default=RUN_DEFAULTS["val_fraction"],
+                   help="share of train held out for validation")
     p.add_argument("--limit-train", type=int, help="use this many training images (val is carved from them)")
     p.add_argument("--limit-test", type=int, help="report on this many test images (stratified)")
     p.add_argument("--image-size", type=int, help="resize images to this many pixels square")
-    p.add_argument("--stem", default="auto", choices=STEMS,
+    p.add_argument("--stem", default=RUN_DEFAULTS["stem"], choices=STEMS,
                    help="timm models: cifar = small-image stem (stride-1 3x3 conv; ConvNeXt too; ViT: "
                         "size/8 patches); auto = ResNet/EfficientNet-style stems only, at 32 px or less")
     p.add_argument("--pretrained", action="store_true", help="timm models: start from timm's pretrained weights")
     p.add_argument("--weights", help="timm models: a local state dict (loaded with weights_only=True)")
-    p.add_argument("--split-seed", type=int, default=0, help="fixes protocol splits (imagenet10 3:1:1, folder 4:1)")
+    p.add_argument("--split-seed", type=int, default=RUN_DEFAULTS["split_seed"],
+                   help="fixes protocol splits (imagenet10 3:1:1, folder 4:1)")
     p.add_argument("--classes", help="comma-separated class folders (wnids) to use, for imagenet10")
     p.add_argument("--imbalance", type=float, help="long-tailed train split: largest / smallest class = R")
-    p.add_argument("--label-noise", type=float, default=0.0, help="fraction of training labels flipped")
-    p.add_argument("--noise-type", default="symmetric", choices=NOISE_TYPES)
+    p.add_argument("--label-noise", type=float, default=RUN_DEFAULTS["label_noise"],
+                   help="fraction of training labels flipped")
+    p.add_argument("--noise-type", default=RUN_DEFAULTS["noise_type"], choices=NOISE_TYPES)
     p.add_argument("--clean-val", action="store_true",
                    help="under --label-noise, keep validation labels clean (default: val as noisy as train)")
     p.add_argument("--skip-bad-images", action="store_true", help="leave unreadable images out (counted)")
@@ -124,8 +133,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="train a model whose outputs look like probabilities (normally refused)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compile time reported apart)")
     p.add_argument("--auto-batch", action="store_true", help="on out-of-memory, halve the batch size and retry")
-    p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--device", default=RUN_DEFAULTS["device"], choices=DEVICES)
+    p.add_argument("--precision", default=RUN_DEFAULTS["precision"], choices=PRECISIONS)
     p.add_argument("--out", default="runs", help="results folder (default: runs/)")
     p.add_argument("--quiet", action="store_true", help="no progress output; print only the record's path")
     p.add_argument("--resume", action="store_true",
@@ -456,7 +465,7 @@ def build_parser() -> Parser:
     grid.add_argument("--seeds", default="0,1,2,3,4", help="without a file: comma-separated seeds (default 0..4)")
     grid.add_argument("--dataset", help="without a file: the dataset")
     grid.add_argument("--data-root")
-    grid.add_argument("--epochs", type=int, default=10)
+    grid.add_argument("--epochs", type=int, default=RUN_DEFAULTS["epochs"])
     grid.add_argument("--limit-train", type=int)
     grid.add_argument("--limit-test", type=int)
     grid.add_argument("--storage", help="share the grid through an Optuna storage URL (sqlite:///F, postgresql://...)")
@@ -471,11 +480,11 @@ def build_parser() -> Parser:
     speed.add_argument("--dataset", required=True)
     speed.add_argument("--data-root")
     speed.add_argument("--loss", default="ce")
-    speed.add_argument("--batch-size", type=int, default=128)
+    speed.add_argument("--batch-size", type=int, default=RUN_DEFAULTS["batch_size"])
     speed.add_argument("--image-size", type=int)
     speed.add_argument("--limit-train", type=int, help="load only this many training images")
-    speed.add_argument("--device", default="auto", choices=DEVICES)
-    speed.add_argument("--precision", default="auto", choices=PRECISIONS)
+    speed.add_argument("--device", default=RUN_DEFAULTS["device"], choices=DEVICES)
+    speed.add_argument("--precision", default=RUN_DEFAULTS["precision"], choices=PRECISIONS)
     speed.add_argument("--compile", action="store_true")
     speed.add_argument("--steps", type=int, default=30, help="timed steps (after the warm-up)")
     speed.add_argument("--warmup", type=int, default=5, help="untimed steps first")
