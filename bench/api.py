@@ -12,15 +12,14 @@ Bad input raises `bench.UsageError` with the same one-line message the command p
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
 
-from bench.config import RunConfig
+from bench.config import SETTINGS, RunConfig
 from bench.errors import UsageError
 
-RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)} - {"model", "loss", "dataset", "loss_params", "base_dir"}
+RUN_FIELDS = set(SETTINGS)
 
 
 def _config(model: str, loss: str, dataset: str, loss_params: dict | None, options: dict) -> RunConfig:

@@ -134,3 +134,9 @@ class RunConfig:
             return None
         path = Path(self.data_root).expanduser()
         return path if path.is_absolute() or self.base_dir is None else Path(self.base_dir) / path
+
+
+# The run settings a user sets by name (flags, API keywords, experiment-file keys): every field
+# but what a run is of (model, loss, dataset, its loss's hyperparameters) and where paths resolve.
+SETTINGS = {f.name: f for f in dataclasses.fields(RunConfig)
+            if f.name not in ("model", "loss", "dataset", "loss_params", "base_dir")}

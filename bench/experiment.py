@@ -40,14 +40,14 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.config import PRUNERS, TUNE_OBJECTIVES, RunConfig
+from bench.config import PRUNERS, SETTINGS, TUNE_OBJECTIVES, RunConfig
 from bench.errors import UsageError
 from bench.losses import get_loss, resolve_loss_params
 from bench.models import check_model
 
 GRID_KEYS = {"dataset", "models", "losses", "seeds", "tune", "split_per_seed"}
-RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
-SHARED_KEYS = set(RUN_FIELDS) - {"model", "loss", "loss_params", "seed", "dataset", "base_dir"}
+RUN_FIELDS = SETTINGS
+SHARED_KEYS = set(SETTINGS) - {"seed"}  # the file's `seeds` list sets the seed
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 
 
