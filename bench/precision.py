@@ -22,6 +22,9 @@ BF16_MAX_LOSS_ERROR = 2e-3
 BF16_MAX_GRAD_ERROR = 0.1
 
 
+NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}  # autocast dtype -> the name records use
+
+
 @dataclass(frozen=True)
 class Precision:
     amp_dtype: torch.dtype | None  # None: plain fp32
@@ -29,7 +32,7 @@ class Precision:
 
     @property
     def name(self) -> str:
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+        return NAMES[self.amp_dtype]
 
 
 def cpu_has_native_bf16() -> bool:

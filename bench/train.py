@@ -24,6 +24,7 @@ from bench.loader import TensorBatches
 from bench.losses import build_loss, get_loss, loss_sources, resolve_loss_params
 from bench.metrics import EvalAccumulator
 from bench.models import BuiltModel, build_model, check_model, plugin_sources
+from bench.precision import NAMES as PRECISION_NAMES
 from bench.precision import bf16_safe, choose_precision
 from bench.record import (
     HISTORY_NAME, RECORD_NAME, RUN_INFO_NAME, SCHEMA_VERSION, environment, find_resumable, new_run_id, utc_now,
@@ -56,7 +57,7 @@ class Runtime:
 
     @property
     def precision(self) -> str:
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+        return PRECISION_NAMES[self.amp_dtype]
 
 
 def resolve_device(device: str) -> torch.device:
