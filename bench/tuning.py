@@ -222,14 +222,15 @@ def is_dead(worker: dict | None) -> bool:
     return False
 
 
-def requeue_leftovers(study) -> None:
-    """A journal has no heartbeat: trials RUNNING at start whose worker process is gone (killed)
-    are failed, and their parameters re-queued with those of the trials marked `interrupted`
-    (failed on SIGINT / SIGTERM), so their runs resume from their checkpoints. Trials of live
-    workers sharing the journal are left to them."""
+def requeue_leftovers(study, only_dead: bool = False) -> None:
+    """A journal has no heartbeat. Trials RUNNING at start are failed and their parameters
+    re-queued, with those of the trials marked `interrupted` (failed on SIGINT / SIGTERM), so their
+    runs resume from their checkpoints. A tuned grid's journal has one worker, so every RUNNING
+    trial is a leftover (whatever machine ran it); `only_dead` (bench tune, whose journal workers
+    on one machine may share a study) takes only trials whose process is gone."""
     import optuna
 
-    leftovers = [t for t in states(study, "RUNNING") if is_dead(t.user_attrs.get("worker"))]
+    leftovers = [t for t in states(study, "RUNNING") if not only_dead or is_dead(t.user_attrs.get("worker"))]
     for trial in leftovers:
         study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
     requeue_interrupted(study, also=leftovers)
@@ -369,8 +370,8 @@ def tune(
     study = optuna.create_study(study_name=study_name, storage=open_storage(url),
                                 direction=OBJECTIVES[objective][1], pruner=make_pruner(pruner, config.epochs),
                                 load_if_exists=True)
-    if url.startswith("journal:"):  # no heartbeat: one worker, so a RUNNING trial is a killed run's leftover
-        requeue_leftovers(study)
+    if url.startswith("journal:"):  # no heartbeat: a RUNNING trial whose process is gone is a killed run's
+        requeue_leftovers(study, only_dead=True)
     else:  # two workers starting at once may both re-queue one: a duplicate trial, no loss
         requeue_interrupted(study)
     # reseed per invocation so that a resumed study does not replay its first random draws
