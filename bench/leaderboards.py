@@ -543,12 +543,12 @@ def search_points(groups: list[Group], trials: list[dict]) -> pd.DataFrame:
     row (loss) it tuned for, and whether the pruner stopped it."""
     label_of = {r["tuning"]["study"]: (g.model, g.loss) for g in groups for r in g.records
                 if (r.get("tuning") or {}).get("study")}
+    objective = next((g.tuning["objective"] for g in groups if g.tuning and g.tuning.get("objective")), "val_acc")
     rows = []
     for r in trials:
         study = r.get("trial", {}).get("study")
         if study not in label_of or not r.get("history"):
             continue
-        objective = next((g.tuning["objective"] for g in groups if g.tuning and g.tuning.get("objective")), "val_acc")
         value = r["history"][-1][objective]
         model, loss = label_of[study]
         rows.append({"model": model, "loss": loss, "lr": r["config"]["lr"], "objective": objective,
