@@ -339,7 +339,7 @@ def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
     storage = grid_storage(out, args.storage, args.workers, bool(experiment.tune))
     runs = len(experiment.cells) * len(experiment.seeds)
     if args.workers > 1:  # N worker processes sharing one storage
-        from bench.tuning import open_storage
+        from bench.studies import open_storage
 
         out.mkdir(parents=True, exist_ok=True)
         open_storage(storage)  # create the schema once, before the workers race for it

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from bench.checkpoint import Interrupted
 from bench.config import RunConfig
 from bench.errors import OutOfMemory, UsageError
 from bench.report import duration
+from bench.studies import fail_stale, open_point_queue, open_storage, states, wait
 from bench.train import find_resumable, run, run_identity
 
 
@@ -78,34 +78,19 @@ def run_grid_shared(
     """
     import optuna
 
-    from bench.tuning import HEARTBEAT_SECONDS, open_storage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = open_storage(storage_url)
     hashes = [run_identity(c, extras[i] if extras else None) for i, c in enumerate(configs)]
     name = "grid-" + hashlib.sha1(" ".join(hashes).encode()).hexdigest()[:12]
-    try:
-        study = optuna.create_study(study_name=name, storage=storage)
-        for i, h in enumerate(hashes):
-            study.enqueue_trial({"point": i}, user_attrs={"config_hash": h})
-        study.set_user_attr("points", len(hashes))
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=storage)
-        deadline = time.monotonic() + 120
-        while study.user_attrs.get("points") != len(hashes):  # the creating worker is still enqueueing
-            if time.monotonic() > deadline:
-                raise UsageError(f"grid study {name} in {storage_url} never finished enqueueing its points")
-            time.sleep(0.5)
-        requeue_unfinished(study, hashes, out_dir)
+    study = open_point_queue(name, storage, storage_url, hashes,
+                             unfinished=lambda i: find_resumable(out_dir, hashes[i])[1] is None)
     tally: Counter = Counter()
 
     def objective(trial) -> float:
-        if "config_hash" not in trial.user_attrs:  # another worker took the last point first
+        if "config_hash" not in trial.user_attrs:  # not a point: another worker took the last one first
             study.stop()
-            raise optuna.TrialPruned()
+            raise optuna.TrialPruned()  # Optuna's way to end a trial with no value
         i = trial.suggest_int("point", 0, len(configs) - 1)
-        if any(t.params.get("point") == i and t.number < trial.number for t in points(optuna.trial.TrialState.RUNNING)):
+        if any(t.params.get("point") == i and t.number < trial.number for t in states(study, "RUNNING")):
             raise optuna.TrialPruned()  # re-queued twice by workers starting at once: the older trial runs it
         status = run_point(configs[i], out_dir, make_reporter, label_of(i + 1, len(configs), configs[i]), log,
                            extras[i] if extras else None)
@@ -114,31 +99,16 @@ def run_grid_shared(
             raise RuntimeError(f"grid point {i} failed")
         return 1.0 if status in ("completed", "skipped") else 0.0
 
-    def points(state) -> list:
-        return study.get_trials(deepcopy=False, states=(state,))
-
     def stop_when_handed_out(study, _trial) -> None:  # spares a placeholder trial in most cases
-        if not points(optuna.trial.TrialState.WAITING):
+        if not states(study, "WAITING"):
             study.stop()
 
     while True:
-        optuna.storages.fail_stale_trials(study)  # re-queues the points of dead workers
-        if points(optuna.trial.TrialState.WAITING):
+        fail_stale(study)  # re-queues the points of dead workers
+        if states(study, "WAITING"):
             study.optimize(objective, catch=(RuntimeError,), callbacks=[stop_when_handed_out])
         # Points still RUNNING belong to other workers, or to dead ones whose heartbeat will go
         # stale and re-queue them: wait for them before calling the grid done.
-        if not points(optuna.trial.TrialState.RUNNING):
+        if not states(study, "RUNNING"):
             return tally
-        time.sleep(HEARTBEAT_SECONDS)
-
-
-def requeue_unfinished(study, hashes: list[str], out_dir: Path) -> None:
-    """Enqueue again each point with no completed run and no trial waiting or running: its trial
-    failed, or was stopped by SIGINT / SIGTERM (resumed from its checkpoint when popped)."""
-    import optuna
-
-    held = {t.params.get("point", t.system_attrs.get("fixed_params", {}).get("point"))
-            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING))}
-    for i, h in enumerate(hashes):
-        if i not in held and find_resumable(out_dir, h)[1] is None:
-            study.enqueue_trial({"point": i}, user_attrs={"config_hash": h})
+        wait()

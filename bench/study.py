@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
-import warnings
 from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -32,19 +30,15 @@ from bench.config import tuned_lr_note
 from bench.errors import UsageError
 from bench.experiment import Cell, Experiment, TuneSpec
 from bench.grids import run_grid, run_grid_shared
+from bench.studies import fail_stale, is_journal, open_storage, open_study, quiet_optuna, requeue_stopped, states, wait
 from bench.tuning import (
-    HEARTBEAT_SECONDS,
     OBJECTIVES,
     SearchSpace,
     best_trial,
     enqueue_lr_grid,
     make_pruner,
     make_sampler,
-    open_storage,
-    requeue_interrupted,
-    requeue_leftovers,
     search_evidence,
-    states,
     trial_objective,
 )
 
@@ -53,11 +47,6 @@ TUNING_DIR = "tuning"  # under the grid's output folder: the journal and the tun
 
 def default_storage(out: Path) -> str:
     return f"journal:{out / TUNING_DIR / 'tuning.journal'}"
-
-
-def is_shared(storage_url: str) -> bool:
-    """RDB storages have heartbeats, so several workers can share them; a journal cannot."""
-    return not storage_url.startswith("journal:")
 
 
 def _budget(spec: TuneSpec) -> dict:
@@ -88,7 +77,7 @@ def study_name(cell: Cell, spec: TuneSpec, config=None, eval_seed: int | None = 
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name) + "-" + hashlib.sha1(identity.encode()).hexdigest()[:8]
 
 
-def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log, config=None,
+def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, url: str, log, config=None,
               eval_seed: int = 0) -> dict:
     """Stage 1 for one cell (per-seed mode: for one eval seed, `config` being the cell on that
     seed): fill its study up to `spec.trials` finished trials (with other workers, if shared),
@@ -104,29 +93,21 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, shared: bool, log,
     if not space.lr and not space.loss_params:
         return info  # everything given: nothing to tune, the cell runs as written
     name = study_name(cell, spec, config, eval_seed)
-    pruner = make_pruner(spec.pruner, config.epochs)
-    try:  # load first: a create call on an existing study still appends to a journal
-        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
-    except KeyError:
-        study = optuna.create_study(study_name=name, storage=storage, direction=OBJECTIVES[spec.objective][1],
-                                    pruner=pruner, load_if_exists=True)
-    if shared:  # RUNNING trials of dead workers: failed and re-queued by their stale heartbeats
-        requeue_interrupted(study)
-    else:
-        requeue_leftovers(study)
+    study = open_study(name, storage, OBJECTIVES[spec.objective][1], make_pruner(spec.pruner, config.epochs))
+    requeue_stopped(study, url, one_worker=True)  # a tuned grid's journal has one worker
     grid = enqueue_lr_grid(study, space, config, spec.grid_size())
     objective = trial_objective(config, space, out, spec.objective, name, log, spec.trials)
     limit = optuna.study.MaxTrialsCallback(spec.trials, states=tuple(
         getattr(optuna.trial.TrialState, n) for n in ("COMPLETE", "PRUNED", "RUNNING")))
     while True:
-        optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed and re-queued
+        fail_stale(study)  # a dead worker's trial: failed and re-queued
         finished, running = len(states(study, "COMPLETE", "PRUNED")), len(states(study, "RUNNING"))
         if spec.trials - finished - running > 0:
             # seeded by position, so a resumed study does not replay its first random draws
             study.sampler = make_sampler(config.seed + len(study.trials), spec.trials)
             study.optimize(objective, n_trials=spec.trials - finished - running, callbacks=[limit], catch=())
         elif running:
-            time.sleep(HEARTBEAT_SECONDS)  # other workers' trials decide the best too: wait for them
+            wait()  # other workers' trials decide the best too: wait for them
         else:
             break
     if not states(study, "COMPLETE"):
@@ -144,21 +125,17 @@ def eval_config(cell: Cell, spec: TuneSpec, tuning: dict, config):
 
 def run_study(experiment: Experiment, out: Path, storage_url: str | None, make_reporter, log=print) -> Counter:
     """Both stages of a tuned experiment; returns the eval runs' statuses as `bench grid` counts them."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    quiet_optuna()
     spec = experiment.tune
     url = storage_url or default_storage(out)
-    shared = is_shared(url)
     storage = open_storage(url)
     configs, extras = [], []
     for i, cell in enumerate(experiment.cells, 1):
         label = f"cell {i}/{len(experiment.cells)} {cell.config.model} x {cell.config.loss}"
-        single = None if spec.per_seed else tune_cell(cell, spec, storage, out / TUNING_DIR, shared, log)
+        single = None if spec.per_seed else tune_cell(cell, spec, storage, out / TUNING_DIR, url, log)
         for seed in experiment.seeds:
             config = experiment.config_for(cell, seed)
-            tuning = single or tune_cell(cell, spec, storage, out / TUNING_DIR, shared, log, config, seed)
+            tuning = single or tune_cell(cell, spec, storage, out / TUNING_DIR, url, log, config, seed)
             if single is None or seed == experiment.seeds[0]:
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in tuning["params"].items()) or "nothing tuned"
                 log(f"{label}{f' seed {seed}' if single is None else ''}: {shown} ({tuning['trials']} trials)")
@@ -166,6 +143,6 @@ def run_study(experiment: Experiment, out: Path, storage_url: str | None, make_r
                     log(f"  warning: {note}; widen [tune] lr = [low, high] (every cell is then tuned anew)")
             configs.append(eval_config(cell, spec, tuning, config))
             extras.append({"tuning": tuning})
-    if shared:
+    if not is_journal(url):
         return run_grid_shared(configs, out, url, make_reporter, log, extras)
     return run_grid(configs, out, make_reporter, log, extras)

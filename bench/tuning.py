@@ -8,14 +8,8 @@ adds trials to the same study, and several workers can share one.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import math
-import os
-import random
-import socket
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,12 +18,10 @@ from bench.config import LR_RANGES, RunConfig, lr_edge_note
 from bench.errors import UsageError
 from bench.losses import get_loss
 from bench.report import QuietReporter
+from bench.studies import GRID_ATTR, open_storage, open_study, quiet_optuna, requeue_stopped, states, worker_tag
 from bench.train import RunStopped, run
 
-log = logging.getLogger("bench")
 WEIGHT_DECAY_RANGE = (1e-5, 1e-2)
-# A worker beats every HEARTBEAT_SECONDS; one silent for three beats is taken for dead.
-HEARTBEAT_SECONDS = int(os.environ.get("BENCH_HEARTBEAT_SECONDS", "20"))
 OBJECTIVES = {"val_acc": ("val_acc", "maximize"), "val_nll": ("val_nll", "minimize")}  # -> history key
 TRIALS_DIR = "trials"  # tuning runs' folders, under the study's output folder
 
@@ -39,91 +31,6 @@ def tunable_params(loss: str, fixed=(), base_dir: str | None = None) -> dict:
     not `fixed` (given by the user). Per-class and word-valued ones are never tuned."""
     return {k: hp for k, hp in get_loss(loss, base_dir).params.items()
             if hp.tune is not None and hp.numeric and not hp.per_class and k not in fixed}
-
-
-def open_storage(url: str):
-    import optuna
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
-
-        path = Path(url[len("journal:"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        check_journal(path)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-    import warnings
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    for attempt in range(5):
-        try:
-            # A worker killed mid-trial stops beating; after the grace period its trial is marked
-            # failed and re-queued with the same parameters instead of staying RUNNING forever.
-            storage = optuna.storages.RDBStorage(
-                url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-                engine_kwargs={"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None,
-            )
-            if storage.engine.name == "sqlite":
-                serialize_sqlite_transactions(storage.engine)
-            return storage
-        except ImportError as exc:
-            raise UsageError(f"storage {url!r} needs a database driver: {exc} (for PostgreSQL: pip install 'psycopg[binary]')") from None
-        except Exception as exc:  # several workers creating the schema at once: try again
-            error = exc
-            time.sleep(0.5 + random.random())
-    raise UsageError(
-        f"cannot open Optuna storage {url!r} ({type(error).__name__}); use sqlite:///FILE, "
-        "postgresql://USER@HOST/DB or journal:PATH"
-    )
-
-
-def check_journal(path: Path) -> None:
-    """A journal whose last line was cut short (a writer killed mid-line, a full disk) loses that
-    line to a side file, so the next append does not fuse with it; a broken line anywhere else is
-    one clear error instead of Optuna's traceback."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    data = path.read_bytes()
-    if not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-        side = path.with_name(f"{path.name}.torn-{int(time.time())}")
-        side.write_bytes(data[keep:])
-        with open(path, "r+b") as f:
-            f.truncate(keep)
-        log.warning("warning: the last line of %s was cut short (a stopped writer); it was moved to %s and the "
-                    "trial it described will run again", path, side)
-        data = data[:keep]
-    for number, line in enumerate(data.splitlines(), 1):
-        try:
-            json.loads(line)
-        except ValueError:
-            raise UsageError(f"{path} line {number} is not a complete journal entry; restore the file (for a "
-                             "published board: git checkout it) or delete the line, losing that trial") from None
-
-
-def serialize_sqlite_transactions(engine) -> None:
-    """Make every transaction on a SQLite engine take the write lock when it begins.
-
-    Python's sqlite3 driver begins a transaction only at the first write, so Optuna's
-    read-then-update of a WAITING trial is not atomic there: two workers can pop the same
-    enqueued trial and run one grid point twice. BEGIN IMMEDIATE (SQLAlchemy's documented
-    recipe for pysqlite) serializes them; waiting workers retry for the connect timeout.
-    """
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _no_driver_transactions(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # pooled connections were opened before the listeners
-
-
-GRID_ATTR = "lr_grid"  # user attribute of the enqueued lr-grid trials, which are never pruned
 
 
 class PruningReporter(QuietReporter):
@@ -180,62 +87,6 @@ class SearchSpace:
                        loss_params={**config.loss_params, **{k: values[k] for k in self.loss_params}})
 
 
-def requeue_interrupted(study, also=()) -> None:
-    """Re-queue, once each, the parameters of trials stopped by SIGINT / SIGTERM (marked `interrupted`)
-    and of `also`, so their runs resume from their checkpoints instead of being lost."""
-    import optuna
-
-    retried = {t.user_attrs.get("retry_of") for t in study.trials}
-    stopped = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-               if t.user_attrs.get("interrupted")]
-    for trial in [*also, *stopped]:
-        if trial.number not in retried and trial.params:
-            grid = {GRID_ATTR: True} if trial.user_attrs.get(GRID_ATTR) else {}
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **grid})
-            retried.add(trial.number)
-
-
-def states(study, *names: str) -> list:
-    import optuna
-
-    return study.get_trials(deepcopy=False, states=tuple(getattr(optuna.trial.TrialState, n) for n in names))
-
-
-def worker_tag() -> dict:
-    """Who runs a trial: this machine (a hash of its name, so no host name is stored) and process."""
-    return {"host": hashlib.sha1(socket.gethostname().encode()).hexdigest()[:12], "pid": os.getpid()}
-
-
-def is_dead(worker: dict | None) -> bool:
-    """A RUNNING trial's worker is gone: its process on this machine no longer exists. A trial
-    without a tag (from before tags) counts as gone; one from another machine cannot be checked."""
-    if not worker:
-        return True
-    if worker.get("host") != worker_tag()["host"]:
-        return False
-    try:
-        os.kill(worker["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def requeue_leftovers(study, only_dead: bool = False) -> None:
-    """A journal has no heartbeat. Trials RUNNING at start are failed and their parameters
-    re-queued, with those of the trials marked `interrupted` (failed on SIGINT / SIGTERM), so their
-    runs resume from their checkpoints. A tuned grid's journal has one worker, so every RUNNING
-    trial is a leftover (whatever machine ran it); `only_dead` (bench tune, whose journal workers
-    on one machine may share a study) takes only trials whose process is gone."""
-    import optuna
-
-    leftovers = [t for t in states(study, "RUNNING") if not only_dead or is_dead(t.user_attrs.get("worker"))]
-    for trial in leftovers:
-        study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
-    requeue_interrupted(study, also=leftovers)
-
-
 def make_sampler(seed: int, trials: int):
     """TPE, seeded. Its random start-up is a third of the study's trials (at least 3, at most Optuna's
     default 10): with the default, a study of 10 trials or fewer would be a plain random search."""
@@ -288,9 +139,7 @@ def enqueue_lr_grid(study, space: "SearchSpace", config: RunConfig, points: int)
 def best_trial(study, objective: str):
     """The best completed trial; an exact tie (accuracy counts images) goes to the better
     validation NLL (accuracy for an NLL objective), not to trial order."""
-    import optuna
-
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    done = states(study, "COMPLETE")
     sign = 1 if OBJECTIVES[objective][1] == "maximize" else -1
     other, other_sign = ("val_nll", -1) if objective == "val_acc" else ("val_acc", 1)
     return max(done, key=lambda t: (sign * t.value, other_sign * t.user_attrs.get(other, 0.0), -t.number))
@@ -300,9 +149,7 @@ def search_evidence(study, objective: str, best) -> dict:
     """How decided the search was: the trials tied with the best, and the lr span of the trials
     within one standard error of it (binomial, from the validation size) where the objective is
     accuracy. A span over many lr values means the objective is flat there: the best lr is noise."""
-    import optuna
-
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    done = states(study, "COMPLETE")
     tied = sum(t.value == best.value for t in done)
     evidence = {"completed_trials": len(done), "tied_with_best": tied, "all_tied": len(done) > 1 and tied == len(done)}
     n_val = best.user_attrs.get("val_size")
@@ -358,28 +205,21 @@ def tune(
 
     Loss hyperparameters in `config.loss_params` (and lr with `lr_fixed`) were given: they stay fixed.
     """
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_optuna()
     out.mkdir(parents=True, exist_ok=True)
     study_name = study_name or f"{config.dataset}-{config.model}-{config.loss}"
     url = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
     space = SearchSpace.of(config, lr_fixed, weight_decay=tune_weight_decay)
     if not space.lr and not space.loss_params and not space.weight_decay:
         raise UsageError(f"nothing to tune: lr and every tunable hyperparameter of {config.loss} are given")
-    study = optuna.create_study(study_name=study_name, storage=open_storage(url),
-                                direction=OBJECTIVES[objective][1], pruner=make_pruner(pruner, config.epochs),
-                                load_if_exists=True)
-    if url.startswith("journal:"):  # no heartbeat: a RUNNING trial whose process is gone is a killed run's
-        requeue_leftovers(study, only_dead=True)
-    else:  # two workers starting at once may both re-queue one: a duplicate trial, no loss
-        requeue_interrupted(study)
+    study = open_study(study_name, open_storage(url), OBJECTIVES[objective][1], make_pruner(pruner, config.epochs))
+    # several `bench tune` processes may share a journal: only a gone process's RUNNING trial is a leftover
+    requeue_stopped(study, url, one_worker=False)
     # reseed per invocation so that a resumed study does not replay its first random draws
     study.sampler = make_sampler(config.seed + len(study.trials), len(study.trials) + trials)
     study.optimize(trial_objective(config, space, out, objective, study_name, log, len(study.trials) + trials),
                    n_trials=trials, catch=())
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not done:
+    if not states(study, "COMPLETE"):
         raise UsageError(f"no trial of study {study_name} completed (all pruned or diverged); widen the budget")
     best = best_trial(study, objective)
     best_path = out / f"{study_name}.best.json"

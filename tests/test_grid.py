@@ -163,7 +163,7 @@ POP = """
 import sys, time
 from pathlib import Path
 import optuna
-from bench.tuning import open_storage
+from bench.studies import open_storage
 
 url, barrier, me, n = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 study = optuna.load_study(study_name="queue", storage=open_storage(url))
@@ -183,7 +183,7 @@ def test_concurrent_workers_never_pop_the_same_sqlite_trial(tmp_path):
 
     import optuna
 
-    from bench.tuning import open_storage
+    from bench.studies import open_storage
 
     url, barrier, n = f"sqlite:///{tmp_path / 'queue.db'}", tmp_path / "barrier", 4
     barrier.mkdir()

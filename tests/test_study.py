@@ -260,9 +260,10 @@ def test_python_api_tunes_runs_a_study_and_draws_its_board(tmp_path):
 def test_a_trial_stopped_outside_the_training_loop_is_re_queued(monkeypatch, tmp_path):
     """SIGINT that lands outside a run's own handler (during set-up, or as the run ends) is a
     KeyboardInterrupt: the trial is still marked interrupted and its parameters re-queued."""
+    import bench.studies
     import bench.tuning
     from bench.config import RunConfig
-    from bench.tuning import requeue_leftovers
+    from bench.studies import requeue_leftovers
     from bench.tuning import SearchSpace, trial_objective
 
     def stopped(*args, **kwargs):
@@ -285,6 +286,7 @@ def test_a_trial_stopped_outside_the_training_loop_is_re_queued(monkeypatch, tmp
 def test_a_shared_study_re_queues_a_trial_stopped_by_sigint(monkeypatch, tmp_path):
     """On an RDB storage a stale heartbeat re-queues a dead worker's trial; one stopped by Ctrl-C
     is failed at once, so the next worker to start re-queues it instead."""
+    import bench.studies
     import bench.tuning
     from bench.experiment import load_experiment
     from bench.study import tune_cell
@@ -298,9 +300,9 @@ def test_a_shared_study_re_queues_a_trial_stopped_by_sigint(monkeypatch, tmp_pat
 
     monkeypatch.setattr(bench.tuning, "run", stopped)
     with pytest.raises(KeyboardInterrupt):
-        tune_cell(cell, spec, bench.tuning.open_storage(url), tmp_path / "tuning", True, lambda *_: None)
+        tune_cell(cell, spec, bench.studies.open_storage(url), tmp_path / "tuning", url, lambda *_: None)
     monkeypatch.setattr(bench.tuning, "run", real_run)
-    info = tune_cell(cell, spec, bench.tuning.open_storage(url), tmp_path / "tuning", True, lambda *_: None)
+    info = tune_cell(cell, spec, bench.studies.open_storage(url), tmp_path / "tuning", url, lambda *_: None)
     [study] = all_studies(url)
     first, again = study.trials[:2]
     assert first.user_attrs["interrupted"] and again.user_attrs["retry_of"] == first.number
