@@ -1,13 +1,14 @@
-"""Command line: `bench run | models | losses | datasets`.
+"""Command line: `bench run | tune | grid | speed | leaderboard | models | losses | datasets`.
 
-Exit codes: 0 success; 2 bad usage or bad input (one line on stderr); 1 anything else;
-130 interrupted.
+A thin face on bench.api: parse the flags, call the API, print, and map the outcome to an exit
+code (`ExitCode`: 0 success; 2 bad usage or bad input, one line on stderr; 1 a run that failed;
+130 interrupted). Run flags, their defaults and help come from RunConfig's fields (`add_settings`),
+loss flags from the loss registry's hyperparameters.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -19,13 +20,13 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from bench import api
 from bench.checkpoint import Interrupted
-from bench.config import DEVICES, NOISE_TYPES, OPTIMIZERS, PRECISIONS, SCHEDULES, STEMS, RunConfig
-from bench.datasets import DATASETS, get_dataset
-from bench.errors import UsageError
-from bench.experiment import Experiment
-from bench.losses import LOSSES, all_hparams, get_loss
-from bench.models import MODELS, check_model
+from bench.config import SETTINGS
+from bench.datasets import DATASETS
+from bench.errors import ExitCode, UsageError
+from bench.losses import LOSSES, all_hparams
+from bench.models import MODELS
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -33,7 +34,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     experiment-file schema) as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in (action.help or ""):
+        if (action.default in (None, False, [], argparse.SUPPRESS) or "default" in (action.help or "")
+                or isinstance(action, argparse._StoreFalseAction)):
             return action.help or ""
         return super()._get_help_string(action)
 
@@ -47,9 +49,13 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args, **kwargs):
-        """A flag without its own help still shows its default."""
+        """A flag without its own help still shows its default; a flag given on the command line
+        is noted in the namespace's `given` (what the user set, as against a default)."""
         if not kwargs.get("help") and kwargs.get("default") not in (None, False, [], argparse.SUPPRESS):
             kwargs["help"] = "(default: %(default)s)"
+        action = self._registry_get("action", kwargs.get("action"), kwargs.get("action"))
+        if isinstance(action, type) and args and args[0].startswith("-"):
+            kwargs["action"] = noting_given(action)
         return super().add_argument(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -61,6 +67,17 @@ class Parser(argparse.ArgumentParser):
 
     command_prog: str | None = None  # set by main: the sub-command's name and flags, for suggestions
     command_flags: tuple[str, ...] = ()
+
+
+def noting_given(action: type) -> type:
+    """The argparse action, also adding its dest to `namespace.given` when the flag is used."""
+
+    class Given(action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            namespace.given = getattr(namespace, "given", set()) | {self.dest}
+
+    return Given
 
 
 def did_you_mean(words: list[str], flags) -> str:
@@ -85,8 +102,20 @@ def parse_hparam(text: str) -> float | str | tuple[float, ...]:
     return values[0] if len(values) == 1 else values
 
 
-# The run settings' defaults are RunConfig's: one place, read here for the flags and their --help.
-RUN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
+def add_settings(p: argparse.ArgumentParser, names=tuple(SETTINGS)) -> None:
+    """The flags of these run settings, each from its RunConfig field: name, default, type, help."""
+    for name in names:
+        f, meta = SETTINGS[name], SETTINGS[name].metadata
+        flag = meta.get("flag", "--" + name.replace("_", "-"))
+        kwargs = {"dest": name, "help": meta.get("help") or None, "default": f.default}
+        if isinstance(f.default, bool):
+            kwargs["action"] = "store_false" if f.default else "store_true"
+        else:
+            kwargs["type"] = meta.get("type", type(f.default))
+            kwargs |= {k: meta[k] for k in ("choices", "metavar") if k in meta}
+            if kwargs["default"] == ():
+                kwargs["default"] = None
+        p.add_argument(flag, **kwargs)
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,46 +124,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", required=True,
                    help=f"one of: {', '.join(LOSSES)}, or your own FILE.py:NAME / package.module:NAME")
     p.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}, or folder:PATH")
-    p.add_argument("--data-root", help="where the dataset lies (folder or .tar.gz); see 'bench datasets'")
-    p.add_argument("--epochs", type=int, default=RUN_DEFAULTS["epochs"])
-    p.add_argument("--seed", type=int, default=RUN_DEFAULTS["seed"],
-                   help="fixes initial weights, val split and batch order")
-    p.add_argument("--batch-size", type=int, default=RUN_DEFAULTS["batch_size"])
-    p.add_argument("--lr", type=float, help="learning rate (default: " +
-                   ", ".join(f"{k} {v:g}" for k, v in OPTIMIZERS.items()) + ")")
-    p.add_argument("--optimizer", default=RUN_DEFAULTS["optimizer"], choices=list(OPTIMIZERS))
-    p.add_argument("--momentum", type=float, default=RUN_DEFAULTS["momentum"], help="SGD momentum (Nesterov)")
-    p.add_argument("--weight-decay", type=float, default=RUN_DEFAULTS["weight_decay"])
-    p.add_argument("--schedule", default=RUN_DEFAULTS["schedule"], choices=SCHEDULES)
-    p.add_argument("--warmup-epochs", type=float, default=RUN_DEFAULTS["warmup_epochs"],
-                   help="linear lr warm-up over this many epochs, then the schedule (AdamW on ConvNeXt/ViT wants 1-5)")
-    p.add_argument("--val-fraction", type=float, default=RUN_DEFAULTS["val_fraction"],
-                   help="share of train held out for validation")
-    p.add_argument("--limit-train", type=int, help="use this many training images (val is carved from them)")
-    p.add_argument("--limit-test", type=int, help="report on this many test images (stratified)")
-    p.add_argument("--image-size", type=int, help="resize images to this many pixels square")
-    p.add_argument("--stem", default=RUN_DEFAULTS["stem"], choices=STEMS,
-                   help="timm models: cifar = small-image stem (stride-1 3x3 conv; ConvNeXt too; ViT: "
-                        "size/8 patches); auto = ResNet/EfficientNet-style stems only, at 32 px or less")
-    p.add_argument("--pretrained", action="store_true", help="timm models: start from timm's pretrained weights")
-    p.add_argument("--weights", help="timm models: a local state dict (loaded with weights_only=True)")
-    p.add_argument("--split-seed", type=int, default=RUN_DEFAULTS["split_seed"],
-                   help="fixes protocol splits (imagenet10 3:1:1, folder 4:1)")
-    p.add_argument("--classes", help="comma-separated class folders (wnids) to use, for imagenet10")
-    p.add_argument("--imbalance", type=float, help="long-tailed train split: largest / smallest class = R")
-    p.add_argument("--label-noise", type=float, default=RUN_DEFAULTS["label_noise"],
-                   help="fraction of training labels flipped")
-    p.add_argument("--noise-type", default=RUN_DEFAULTS["noise_type"], choices=NOISE_TYPES)
-    p.add_argument("--clean-val", action="store_true",
-                   help="under --label-noise, keep validation labels clean (default: val as noisy as train)")
-    p.add_argument("--skip-bad-images", action="store_true", help="leave unreadable images out (counted)")
-    p.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop / flip")
-    p.add_argument("--allow-prob-outputs", action="store_true",
-                   help="train a model whose outputs look like probabilities (normally refused)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (compile time reported apart)")
-    p.add_argument("--auto-batch", action="store_true", help="on out-of-memory, halve the batch size and retry")
-    p.add_argument("--device", default=RUN_DEFAULTS["device"], choices=DEVICES)
-    p.add_argument("--precision", default=RUN_DEFAULTS["precision"], choices=PRECISIONS)
+    add_settings(p)
     p.add_argument("--out", default="runs", help="results folder (default: runs/)")
     p.add_argument("--quiet", action="store_true", help="no progress output; print only the record's path")
     p.add_argument("--resume", action="store_true",
@@ -175,74 +165,44 @@ def loss_params_of(args: argparse.Namespace) -> dict:
     return params
 
 
-def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
-    loss_params = overrides.pop("loss_params") if "loss_params" in overrides else loss_params_of(args)
-    check_model(args.model), get_loss(args.loss), get_dataset(args.dataset)  # name errors first
-    fields = dict(
-        model=args.model, loss=args.loss, dataset=args.dataset, loss_params=loss_params,
-        data_root=args.data_root, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
-        weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
-        val_fraction=args.val_fraction,
-        limit_train=args.limit_train, limit_test=args.limit_test, image_size=args.image_size,
-        split_seed=args.split_seed, classes=tuple(args.classes.split(",")) if args.classes else (),
-        imbalance=args.imbalance, label_noise=args.label_noise, noise_type=args.noise_type, clean_val=args.clean_val,
-        skip_bad_images=args.skip_bad_images, stem=args.stem, pretrained=args.pretrained, weights=args.weights,
-        augment=args.augment, allow_prob_outputs=args.allow_prob_outputs, auto_batch=args.auto_batch,
-        compile=args.compile, device=args.device, precision=args.precision,
-    )
-    return RunConfig(**(fields | overrides))
+def given_settings(args: argparse.Namespace) -> dict:
+    """The run settings the command line set; the rest keep RunConfig's defaults."""
+    return {name: getattr(args, name) for name in SETTINGS if name in getattr(args, "given", ())}
 
 
-def command_run(args: argparse.Namespace, argv: list[str]) -> int:
-    overrides = {}
-    if args.params:
-        from bench.tuning import load_params
+def command_run(args: argparse.Namespace, argv: list[str]) -> ExitCode:
+    from bench.report import print_summary
 
-        tuned = load_params(Path(args.params), args.loss)
-        clash = [f for f, key in (("--lr", "lr"), ("--weight-decay", "weight_decay")) if key in tuned and f in argv]
-        given = loss_params_of(args)
-        clash += [f"--{k.replace('_', '-')}" for k in tuned.get("loss_params", {}) if k in given]
-        if clash:
-            raise UsageError(f"{', '.join(clash)} and --params both set the same value; give one of them")
-        overrides = {k: v for k, v in tuned.items() if k != "loss_params"}
-        overrides["loss_params"] = {**tuned.get("loss_params", {}), **given}
-    config = config_from_args(args, **overrides)
-    from bench.report import make_reporter, print_summary
-    from bench.train import run
-
-    record, path = run(config, Path(args.out), make_reporter(args.quiet), command=shlex.join(["bench", *argv]),
-                       resume=args.resume)
+    record = api.run(args.model, args.loss, args.dataset, out=args.out, quiet=args.quiet, resume=args.resume,
+                     loss_params=loss_params_of(args), params=args.params, command=shlex.join(["bench", *argv]),
+                     **given_settings(args))
+    path = api.record_path(record, args.out)
     if args.quiet:
         print(path)  # the one thing a script needs
     else:
         print_summary(record, str(path))
-    return 0 if record["status"] == "completed" else 1
+    return ExitCode.OK if record["status"] == "completed" else ExitCode.FAILED
 
 
-def command_tune(args: argparse.Namespace, argv: list[str]) -> int:
-    from bench.tuning import tune
-
-    if args.trials < 1:
-        raise UsageError(f"--trials must be at least 1, got {args.trials}")
-    config = config_from_args(args)
-    study, best_path = tune(config, args.trials, Path(args.out), args.storage, args.study_name,
-                            args.objective, args.pruner, args.tune_weight_decay, lr_fixed=args.lr is not None)
-    import optuna
-
-    finished = [t for t in study.trials if t.value is not None]
-    top = sorted(finished, key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
-    table = Table(title=f"study {study.study_name}: {len(study.trials)} trials "
-                        f"({sum(t.state.name == 'PRUNED' for t in study.trials)} pruned)")
+def command_tune(args: argparse.Namespace, argv: list[str]) -> ExitCode:
+    best = api.tune(args.model, args.loss, args.dataset, args.trials, out=args.out, storage=args.storage,
+                    objective=args.objective, pruner=args.pruner, loss_params=loss_params_of(args),
+                    study_name=args.study_name, tune_weight_decay=args.tune_weight_decay, quiet=False,
+                    **given_settings(args))
+    trials = api.trials(best["study"], best["storage"])
+    finished = trials[trials["value"].notna()].sort_values("value", ascending=args.objective == "val_nll")
+    keys = [c for c in trials.columns if c.startswith("params_")]
+    table = Table(title=f"study {best['study']}: {len(trials)} trials ({int((trials['state'] == 'PRUNED').sum())} pruned)")
     table.add_column("trial", justify="right")
     table.add_column(args.objective, justify="right")
-    for key in top[0].params:
-        table.add_column(key, justify="right")
-    for t in top[:5]:
-        table.add_row(str(t.number), f"{t.value:.4f}", *[f"{t.params[k]:.4g}" for k in top[0].params])
+    for key in keys:
+        table.add_column(key[len("params_"):], justify="right")
+    for _, t in finished.head(5).iterrows():
+        table.add_row(str(t["number"]), f"{t['value']:.4f}", *[f"{t[k]:.4g}" for k in keys])
     Console().print(table)
+    best_path = Path(args.out) / f"{best['study']}.best.json"
     print(f"best parameters: {best_path} (reproduce with: bench run ... --params {best_path})")
-    return 0
+    return ExitCode.OK
 
 
 def command_models(args: argparse.Namespace, argv: list[str]) -> int:
@@ -251,7 +211,7 @@ def command_models(args: argparse.Namespace, argv: list[str]) -> int:
 
         names = timm_names(args.timm)
         print("\n".join(f"timm:{n}" for n in names) if names else f"no timm model matches {args.timm!r}")
-        return 0
+        return ExitCode.OK
     if not MODELS.names(args.pattern):
         raise UsageError(f"no bench model matches {args.pattern!r}; 'bench models' lists them all "
                          "(timm's: bench models --timm PATTERN)")
@@ -260,7 +220,7 @@ def command_models(args: argparse.Namespace, argv: list[str]) -> int:
         table.add_row(name, MODELS.get(name).summary)
     Console().print(table)
     print("and any timm model as timm:<name> (list them with: bench models --timm 'resnet*')")
-    return 0
+    return ExitCode.OK
 
 
 def command_losses(args: argparse.Namespace, argv: list[str]) -> int:
@@ -284,7 +244,7 @@ def command_losses(args: argparse.Namespace, argv: list[str]) -> int:
     if not wide:
         for name in names:
             console.print(f"[bold]{name}[/bold]: {LOSSES.get(name).summary}", highlight=False)
-    return 0
+    return ExitCode.OK
 
 
 def command_datasets(args: argparse.Namespace, argv: list[str]) -> int:
@@ -297,76 +257,50 @@ def command_datasets(args: argparse.Namespace, argv: list[str]) -> int:
     Console().print(table)
     print("and folder:PATH for any image tree (train/ + test/ class folders, a .tar.gz of that, or one root of "
           "class folders, split 4:1 by --split-seed)")
-    return 0
+    return ExitCode.OK
 
 
 
-def grid_experiment(args: argparse.Namespace) -> tuple[Experiment, Path]:
-    """The experiment file, or the flags form (default hyperparameters, no tuning), and its out folder."""
-    from bench.experiment import Cell, load_experiment
+GRID_FLAGS = ("models", "losses", "dataset", "seeds", "data_root", "epochs", "limit_train", "limit_test")
 
+
+def grid_flags(args: argparse.Namespace) -> dict:
+    """The flags form of `bench grid` (no experiment file), as the API's keywords."""
     if args.experiment:
-        path = Path(args.experiment)
-        return load_experiment(path), Path(args.out or path.parent / "runs")
-    if not (args.models and args.losses and args.dataset):
-        raise UsageError("bench grid needs an experiment file, or --models, --losses and --dataset")
+        return {}
     if not all(s.strip().lstrip("-").isdigit() for s in args.seeds.split(",")):
         raise UsageError(f"--seeds takes comma-separated integers, got {args.seeds!r}")
-    seeds = tuple(int(s) for s in args.seeds.split(","))
-    cells = []
-    for model in args.models.split(","):
-        check_model(model)
-        for loss in args.losses.split(","):
-            get_loss(loss)
-            cells.append(Cell(RunConfig(
-                model=model, loss=loss, dataset=args.dataset, data_root=args.data_root, seed=seeds[0],
-                epochs=args.epochs, limit_train=args.limit_train, limit_test=args.limit_test,
-            ), lr_fixed=False))
-    return Experiment(None, tuple(cells), seeds), Path(args.out or "runs")
+    flags = {k: getattr(args, k) for k in GRID_FLAGS if k in getattr(args, "given", ()) or k == "seeds"}
+    return flags | {"seeds": tuple(int(s) for s in args.seeds.split(","))}
 
 
-def command_grid(args: argparse.Namespace, argv: list[str]) -> int:
-    import subprocess
-
-    from bench.api import grid_storage, run_experiment
-    from bench.report import make_reporter
-
-    experiment, out = grid_experiment(args)
+def command_grid(args: argparse.Namespace, argv: list[str]) -> ExitCode:
     if args.estimate:
-        return print_estimate(experiment, args.experiment or "the grid")
-    if args.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    storage = grid_storage(out, args.storage, args.workers, bool(experiment.tune))
-    runs = len(experiment.cells) * len(experiment.seeds)
-    if args.workers > 1:  # N worker processes sharing one storage
-        from bench.studies import open_storage
-
-        out.mkdir(parents=True, exist_ok=True)
-        open_storage(storage)  # create the schema once, before the workers race for it
-        cmd = [sys.executable, "-m", "bench", *argv, "--workers", "1", "--storage", storage, "--out", str(out)]
-        procs = [subprocess.Popen(cmd, env=worker_env(i)) for i in range(args.workers)]
-        codes = [p.wait() for p in procs]
-        print(f"grid of {runs} runs in {out}: {args.workers} workers exited with {codes}")
-        return max(codes)
-    tally = run_experiment(experiment, out, storage, lambda: make_reporter(args.quiet))
+        return print_estimate(args.experiment, grid_flags(args))
+    tally = api.grid(args.experiment, out=args.out, storage=args.storage, quiet=args.quiet, workers=args.workers,
+                     log=print, **grid_flags(args))  # a line per run, --quiet too: scripts read them
+    if args.tally_file:  # a local worker of `--workers N`: its share, for the process that started it
+        Path(args.tally_file).write_text(json.dumps(tally))
     done = ", ".join(f"{n} {k}" for k, n in sorted(tally.items()))
-    print(f"grid of {runs} runs in {out}: {done or 'nothing left to run here (every point completed, or taken by another worker)'}")
-    return 0 if set(tally) <= {"completed", "skipped"} else 1
+    workers = f" ({args.workers} workers exited with {list(tally.worker_codes)})" if tally.worker_codes else ""
+    print(f"grid of {tally.runs} runs in {tally.out}{workers}: "
+          f"{done or 'nothing left to run here (every point completed, or taken by another worker)'}")
+    return ExitCode.OK if tally.ok else ExitCode.FAILED
 
 
-def print_estimate(experiment, name: str) -> int:
-    from bench.estimate import estimate
+def print_estimate(experiment: str | None, flags: dict) -> ExitCode:
     from bench.record import device_name
     from bench.report import duration
     from bench.train import resolve_device
 
-    first = experiment.cells[0].config
+    first = api.experiment_of(experiment, **flags).cells[0].config
     device = resolve_device(first.device)
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if device.type == "cpu" and load > 0.5 * cores:
         print(f"warning: the machine is busy (load {load:.1f} on {cores} cores): these timings will be too slow",
               file=sys.stderr)
-    rows = estimate(experiment)
+    rows = api.estimate(experiment, **flags)
+    name = experiment or "the grid"
     table = Table(title=f"estimate for {name} on {device_name(device)} ({device.type}), from 10 timed steps per model")
     for col in ("model", "loss", "precision", "train img/s", "eval runs", "each", "tuning trials", "all trials (at most)"):
         table.add_column(col, justify="left" if col in ("model", "loss") else "right", no_wrap=col in ("model", "loss"))
@@ -380,46 +314,21 @@ def print_estimate(experiment, name: str) -> int:
           "machine, start-up and other jobs not counted; Hyperband stops many trials early (the published boards' "
           "tuning ran 49-65% of the most)" if tuning else f"eval {duration(evals)} on this machine, start-up and "
           "other jobs not counted")
-    return 0
+    return ExitCode.OK
 
 
-def worker_env(index: int) -> dict:
-    """A local worker's environment: on a machine with several GPUs, each worker gets its own."""
-    import torch
-
-    gpus = torch.cuda.device_count()
-    return {**os.environ, **({"CUDA_VISIBLE_DEVICES": str(index % gpus)} if gpus > 1 else {})}
-
-
-def command_leaderboard(args: argparse.Namespace, argv: list[str]) -> int:
-    from bench.leaderboards import write_leaderboards
-
-    paths = [Path(p) for p in args.results]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise UsageError(f"no such results folder or record: {', '.join(missing)}")
-    if not 0 < args.margin < 100:
-        raise UsageError(f"--margin is in percentage points of accuracy, between 0 and 100; got {args.margin:g}")
-    for path in write_leaderboards(paths, Path(args.out), args.format, shlex.join(["bench", *argv]), args.margin / 100):
+def command_leaderboard(args: argparse.Namespace, argv: list[str]) -> ExitCode:
+    for path in api.leaderboard(args.results, out=args.out, format=args.format, margin=args.margin,
+                                command=shlex.join(["bench", *argv])):
         print(path)
-    return 0
+    return ExitCode.OK
 
 
-def command_speed(args: argparse.Namespace, argv: list[str]) -> int:
-    from bench.speed import measure_speed
-
-    check_model(args.model), get_loss(args.loss), get_dataset(args.dataset)
-    config = RunConfig(
-        model=args.model, loss=args.loss, dataset=args.dataset, data_root=args.data_root,
-        batch_size=args.batch_size, image_size=args.image_size, limit_train=args.limit_train,
-        device=args.device, precision=args.precision, compile=args.compile,
-    )
-    if args.steps < 1 or args.warmup < 0:
-        raise UsageError(f"--steps must be at least 1 and --warmup at least 0, got {args.steps} and {args.warmup}")
-    result = measure_speed(config, args.steps, args.warmup)
+def command_speed(args: argparse.Namespace, argv: list[str]) -> ExitCode:
+    result = api.speed(args.model, args.dataset, args.loss, args.steps, args.warmup, **given_settings(args))
     if args.json:
         print(json.dumps(result))
-        return 0
+        return ExitCode.OK
     table = Table(title=f"{args.model} on {args.dataset}, batch {args.batch_size}, {result['precision']}, "
                         f"{result['device_name']}")
     for col in ("train img/s", "eval img/s", "compute-only img/s", "train / compute", "train GFLOP/s",
@@ -435,7 +344,7 @@ def command_speed(args: argparse.Namespace, argv: list[str]) -> int:
     if result["host_syncs_per_step"] is not None:
         sites = ", ".join(f"{site} ({n})" for site, n in result["host_sync_sites"].items()) or "none"
         print(f"host syncs per training step (epoch start excluded): {result['host_syncs_per_step']:.2f}; at {sites}")
-    return 0
+    return ExitCode.OK
 
 
 def build_parser() -> Parser:
@@ -464,28 +373,20 @@ def build_parser() -> Parser:
     grid.add_argument("--losses", help="without a file: comma-separated losses (default hyperparameters)")
     grid.add_argument("--seeds", default="0,1,2,3,4", help="without a file: comma-separated seeds (default 0..4)")
     grid.add_argument("--dataset", help="without a file: the dataset")
-    grid.add_argument("--data-root")
-    grid.add_argument("--epochs", type=int, default=RUN_DEFAULTS["epochs"])
-    grid.add_argument("--limit-train", type=int)
-    grid.add_argument("--limit-test", type=int)
+    add_settings(grid, ("data_root", "epochs", "limit_train", "limit_test"))
     grid.add_argument("--storage", help="share the grid through an Optuna storage URL (sqlite:///F, postgresql://...)")
     grid.add_argument("--workers", type=int, default=1, help="worker processes on this machine (share --storage)")
     grid.add_argument("--out", help="results folder (default: runs/ beside the experiment file, else runs/)")
     grid.add_argument("--quiet", action="store_true")
+    grid.add_argument("--tally-file", help=argparse.SUPPRESS)  # a local worker's tally, for its parent
     grid.add_argument("--estimate", action="store_true",
                       help="time a few steps of each model and print what the grid would cost here; run nothing")
     grid.set_defaults(func=command_grid)
     speed = sub.add_parser("speed", help="training, evaluation and compute-only images/s of one model")
     speed.add_argument("--model", required=True)
     speed.add_argument("--dataset", required=True)
-    speed.add_argument("--data-root")
     speed.add_argument("--loss", default="ce")
-    speed.add_argument("--batch-size", type=int, default=RUN_DEFAULTS["batch_size"])
-    speed.add_argument("--image-size", type=int)
-    speed.add_argument("--limit-train", type=int, help="load only this many training images")
-    speed.add_argument("--device", default=RUN_DEFAULTS["device"], choices=DEVICES)
-    speed.add_argument("--precision", default=RUN_DEFAULTS["precision"], choices=PRECISIONS)
-    speed.add_argument("--compile", action="store_true")
+    add_settings(speed, ("data_root", "batch_size", "image_size", "limit_train", "device", "precision", "compile"))
     speed.add_argument("--steps", type=int, default=30, help="timed steps (after the warm-up)")
     speed.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     speed.add_argument("--json", action="store_true", help="print one JSON object")
@@ -534,16 +435,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args, argv)
     except UsageError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     except Interrupted as exc:
         print(f"bench: stopped by {exc} after checkpointing; rerun with --resume to continue", file=sys.stderr)
-        return 128 + exc.signum
+        return ExitCode.signal(exc.signum)
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:  # `bench models --timm '*' | head`
         sys.stderr.close()
-        return 0
+        return ExitCode.OK
     finally:
         progress.removeHandler(handler)
 

@@ -42,43 +42,63 @@ def tuned_lr_note(tuning: dict | None) -> str:
     return lr_edge_note(tuning["params"]["lr"], tuning.get("lr_range"))
 
 
+def setting(default, help: str = "", **flag):
+    """A RunConfig field that is also a command-line flag: its help, and how it is read
+    (`type` where the default is None, `choices`, `action`, `flag` for another name, `dest`)."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split(",")) if text else ()
+
+
 @dataclass(frozen=True)
 class RunConfig:
+    """One run, whole. Its settings' flags, defaults and --help come from here (`setting`)."""
+
     model: str
     loss: str
     dataset: str
     loss_params: dict = field(default_factory=dict)
-    data_root: str | None = None
-    base_dir: str | None = None  # folder relative paths (data_root, FILE.py plug-ins) resolve against: an experiment file's
-    seed: int = 0
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float | None = None  # None: the optimizer's default (OPTIMIZERS)
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0  # linear lr warm-up over this many epochs (of steps), then the schedule
-    val_fraction: float = 0.1
-    limit_train: int | None = None
-    limit_test: int | None = None
-    image_size: int | None = None
-    split_seed: int = 0
-    classes: tuple[str, ...] = ()
-    imbalance: float | None = None
-    label_noise: float = 0.0
-    noise_type: str = "symmetric"
-    clean_val: bool = False  # under label noise, keep validation labels clean (default: as noisy as train)
-    skip_bad_images: bool = False
-    augment: bool = True
-    stem: str = "auto"
-    pretrained: bool = False
-    weights: str | None = None
-    allow_prob_outputs: bool = False
-    auto_batch: bool = False
-    compile: bool = False
-    device: str = "auto"
-    precision: str = "auto"
+    data_root: str | None = setting(None, "where the dataset lies (folder or .tar.gz); see 'bench datasets'", type=str)
+    # folder relative paths (data_root, FILE.py plug-ins) resolve against: an experiment file's
+    base_dir: str | None = None
+    seed: int = setting(0, "fixes initial weights, val split and batch order")
+    epochs: int = setting(10)
+    batch_size: int = setting(128)
+    lr: float | None = setting(None, "learning rate (default: " + ", ".join(
+        f"{k} {v:g}" for k, v in OPTIMIZERS.items()) + ")", type=float)  # None: the optimizer's default
+    optimizer: str = setting("sgd", choices=tuple(OPTIMIZERS))
+    momentum: float = setting(0.9, "SGD momentum (Nesterov)")
+    weight_decay: float = setting(5e-4)
+    schedule: str = setting("cosine", choices=SCHEDULES)
+    warmup_epochs: float = setting(0.0, "linear lr warm-up over this many epochs, then the schedule "
+                                        "(AdamW on ConvNeXt/ViT wants 1-5)")
+    val_fraction: float = setting(0.1, "share of train held out for validation")
+    limit_train: int | None = setting(None, "use this many training images (val is carved from them)", type=int)
+    limit_test: int | None = setting(None, "report on this many test images (stratified)", type=int)
+    image_size: int | None = setting(None, "resize images to this many pixels square", type=int)
+    split_seed: int = setting(0, "fixes protocol splits (imagenet10 3:1:1, folder 4:1)")
+    classes: tuple[str, ...] = setting((), "comma-separated class folders (wnids) to use, for imagenet10",
+                                       type=_words, metavar="CLASSES")
+    imbalance: float | None = setting(None, "long-tailed train split: largest / smallest class = R", type=float)
+    label_noise: float = setting(0.0, "fraction of training labels flipped")
+    noise_type: str = setting("symmetric", choices=NOISE_TYPES)
+    clean_val: bool = setting(False, "under --label-noise, keep validation labels clean (default: val as noisy "
+                                     "as train)")
+    skip_bad_images: bool = setting(False, "leave unreadable images out (counted)")
+    augment: bool = setting(True, "no random crop / flip", flag="--no-augment")
+    stem: str = setting("auto", "timm models: cifar = small-image stem (stride-1 3x3 conv; ConvNeXt too; ViT: "
+                                "size/8 patches); auto = ResNet/EfficientNet-style stems only, at 32 px or less",
+                        choices=STEMS)
+    pretrained: bool = setting(False, "timm models: start from timm's pretrained weights")
+    weights: str | None = setting(None, "timm models: a local state dict (loaded with weights_only=True)", type=str)
+    allow_prob_outputs: bool = setting(False, "train a model whose outputs look like probabilities "
+                                              "(normally refused)")
+    auto_batch: bool = setting(False, "on out-of-memory, halve the batch size and retry")
+    compile: bool = setting(False, "torch.compile the model (compile time reported apart)")
+    device: str = setting("auto", choices=DEVICES)
+    precision: str = setting("auto", choices=PRECISIONS)
 
     def __post_init__(self) -> None:
         checks = [

@@ -132,21 +132,47 @@ def new_run_id(config: RunConfig) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 
 
+class RunIndex:
+    """The run folders of one results folder by identity (config hash), read once.
+
+    Each folder's run.json is read the first time the folder is seen and kept (its identity and
+    start time never change); a lookup lists the folder's entries (new runs, other workers' runs)
+    and reads only the new ones. A grid of N points then reads N run.json files, not N^2.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.seen: dict[str, tuple[str, str] | None] = {}  # folder name -> (config hash, started)
+
+    def folders(self, config_hash: str) -> list[Path]:
+        """This identity's run folders, newest first."""
+        try:
+            names = [e.name for e in os.scandir(self.out_dir) if e.is_dir()]
+        except FileNotFoundError:
+            return []
+        for name in names:
+            if self.seen.get(name) is None:  # new, or its run.json was not written yet
+                try:
+                    info = json.loads((self.out_dir / name / RUN_INFO_NAME).read_text())
+                    self.seen[name] = (info.get("config_hash"), info.get("started", ""))
+                except (OSError, ValueError):
+                    self.seen[name] = None
+        found = [(entry[1], name) for name in names if (entry := self.seen[name]) and entry[0] == config_hash]
+        return [self.out_dir / name for _, name in sorted(found, reverse=True)]
+
+
+_INDEXES: dict[Path, RunIndex] = {}
+
+
 def find_resumable(out_dir: Path, config_hash: str) -> tuple[Path | None, dict | None]:
     """The newest run folder of this configuration that did not end, or that completed.
 
     Returns (folder, its completed record or None). Runs that diverged or failed are not
-    resumed: running the command again starts a new run.
+    resumed: running the command again starts a new run. Folders are found through the results
+    folder's `RunIndex` (one per folder and process).
     """
-    candidates = []
-    for info_path in out_dir.glob(f"*/{RUN_INFO_NAME}"):
-        try:
-            info = json.loads(info_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if info.get("config_hash") == config_hash:
-            candidates.append((info.get("started", ""), info_path.parent))
-    for _, folder in sorted(candidates, reverse=True):
+    index = _INDEXES.setdefault(out_dir.resolve(), RunIndex(out_dir))
+    for folder in index.folders(config_hash):
         record_path = folder / RECORD_NAME
         if not record_path.exists():
             return folder, None

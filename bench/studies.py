@@ -142,6 +142,16 @@ def open_study(name: str, storage, direction: str = "minimize", pruner=None):
                                    load_if_exists=True)
 
 
+def load_trials(name: str, url: str):
+    """A stored study's trials as Optuna's DataFrame (number, value, params_*, state, ...)."""
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(url)).trials_dataframe()
+    except KeyError:
+        raise UsageError(f"no study {name!r} in {url}") from None
+
+
 def states(study, *names: str) -> list:
     """The study's trials in these states ('COMPLETE', 'RUNNING', ...), without copies."""
     import optuna
@@ -168,6 +178,12 @@ def is_dead(worker: dict | None) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def enqueue(study, params: dict, **user_attrs) -> None:
+    """Queue a trial with these parameters; one already queued with them is not queued again
+    (several workers starting together)."""
+    study.enqueue_trial(params, user_attrs=user_attrs or None, skip_if_exists=True)
 
 
 def requeue_interrupted(study, also=()) -> None:

@@ -346,16 +346,15 @@ def _run(
     """
     setup_start = time.perf_counter()
     reporter = reporter or QuietReporter()
-    setup = prepare(config)
-    runtime, data, loss_params = setup.runtime, setup.data, setup.loss_params
-    model, built = setup.make_model()
-    check_outputs_are_logits(model, data, config.model, runtime.device, config.allow_prob_outputs)
-
-    config_hash = run_identity(config, extra)
+    config_hash = run_identity(config, extra)  # looked up before any data is decoded or model built
     folder, completed = find_resumable(out_dir, config_hash) if resume else (None, None)
     if completed is not None:
         log.info("already completed: %s (nothing to resume; its record is shown as it is)", folder / RECORD_NAME)
         return completed, folder / RECORD_NAME
+    setup = prepare(config)
+    runtime, data, loss_params = setup.runtime, setup.data, setup.loss_params
+    model, built = setup.make_model()
+    check_outputs_are_logits(model, data, config.model, runtime.device, config.allow_prob_outputs)
     if resume and folder is None:
         log.info("nothing to resume for this configuration in %s: starting a new run", out_dir)
     unfinished = folder is not None

@@ -18,7 +18,7 @@ from bench.config import LR_RANGES, RunConfig, lr_edge_note
 from bench.errors import UsageError
 from bench.losses import get_loss
 from bench.report import QuietReporter
-from bench.studies import GRID_ATTR, open_storage, open_study, quiet_optuna, requeue_stopped, states, worker_tag
+from bench.studies import GRID_ATTR, enqueue, open_storage, open_study, quiet_optuna, requeue_stopped, states, worker_tag
 from bench.train import RunStopped, run
 
 WEIGHT_DECAY_RANGE = (1e-5, 1e-2)
@@ -132,7 +132,7 @@ def enqueue_lr_grid(study, space: "SearchSpace", config: RunConfig, points: int)
         defaults |= {f"1-{k}": 1 - value} if hp.log_complement else {k: value}
     grid = lr_grid(space.lr, points)
     for lr in grid:
-        study.enqueue_trial({"lr": lr, **defaults}, user_attrs={GRID_ATTR: True}, skip_if_exists=True)
+        enqueue(study, {"lr": lr, **defaults}, **{GRID_ATTR: True})
     return grid
 
 
@@ -189,7 +189,8 @@ def trial_objective(config: RunConfig, space: SearchSpace, out: Path, objective:
         trial.set_user_attr("val_acc", last["val_acc"])
         trial.set_user_attr("val_size", record["dataset"]["splits"]["val"])
         of = f" of {trials}" if trials else ""
-        log(f"{study_name} trial {trial.number + 1}{of}: {objective} {value:.4f} with " +
+        done = len(states(trial.study, "COMPLETE", "PRUNED")) + 1  # re-queued trials counted once
+        log(f"{study_name} trial {done}{of}: {objective} {value:.4f} with " +
             ", ".join(f"{k}={v:.4g}" for k, v in trial.params.items()))
         return value
 

@@ -231,7 +231,7 @@ def test_tune_keeps_given_loss_hyperparameters_fixed(cli, tmp_path):
 def test_local_workers_get_one_gpu_each_on_a_multi_gpu_machine(monkeypatch):
     import torch
 
-    from bench.cli import worker_env
+    from bench.api import worker_env
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert [worker_env(i)["CUDA_VISIBLE_DEVICES"] for i in range(6)] == ["0", "1", "2", "3", "0", "1"]

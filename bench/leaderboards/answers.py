@@ -1,0 +1,97 @@
+"""The board's answer in words: per model, the best loss, how sure, and each loss's verdict
+against ce; no winner where the runs did not learn or the searches chose nothing."""
+
+from __future__ import annotations
+
+import math
+
+from bench.config import tuned_lr_note
+from bench.leaderboards.collect import CHANCE_MARGIN, Group
+from bench.leaderboards.compare import ALPHA, Comparison, rank_rows
+from bench.leaderboards.longtail import Shots, shot_accuracy
+from bench.leaderboards.text import plural
+from bench.stats import (
+    POWER,
+    summarize,
+)
+
+NO_TEST = "no test: too few paired seeds"
+
+
+def separable(p_holm: float) -> str:
+    return "separable" if p_holm < ALPHA else "not separable"
+
+
+def sensitivity(test, p_holm: float) -> str:
+    """What 'not separable' can still hide: the difference the paired test would have found."""
+    if math.isnan(test.detectable) or math.isnan(p_holm) or p_holm < ALPHA:
+        return ""
+    return (f" (with {test.n} paired seeds this test finds a true difference of ±{test.detectable * 100:.2f} pp "
+            f"{POWER:.0%} of the time, before correction)")
+
+
+def answers(groups: list[Group], comparisons: list[Comparison], shots: Shots | None = None) -> list[str]:
+    """Per model: the best loss, whether the data separate it from plain ce after Holm, each loss's
+    verdict against ce with P(loss > ce), and (on a long tail) the few-shot gain. A model whose
+    runs did not learn, or whose searches all tied, names no winner."""
+    tests = {id(c.group): c for c in comparisons}
+    lines = []
+    if not any(g.learned for g in groups):
+        chance = groups[0].chance
+        lines.append(f"- **No winner:** every configuration is within {CHANCE_MARGIN * 100:g} pp of chance "
+                     f"({chance * 100:.0f}% on {round(1 / chance)} classes), so these runs did not learn and rank "
+                     "nothing; train longer or on more images.")
+    for model in sorted({g.model for g in groups}):
+        mine = rank_rows([g for g in groups if g.model == model])
+        best, acc = mine[0], mine[0].summary("accuracy")
+        if not any(g.learned for g in mine):
+            lines.append(f"- **{model}**: no winner: every loss is at chance level "
+                         f"(best {acc.mean * 100:.2f}% against {best.chance * 100:.0f}% chance)")
+            continue
+        head = f"- **{model}**: best **{best.loss}**, {acc.mean * 100:.2f}% over {plural(acc.n, 'seed')}"
+        if best.is_baseline:
+            rest = [g for g in mine[1:] if id(g) in tests]
+            if rest:
+                c = tests[id(rest[0])]
+                t, p = c.test, c.p_holm
+                head += (f"; plain ce leads, the next best {rest[0].loss} is {t.mean_diff * 100:+.2f} pp "
+                         f"({NO_TEST if math.isnan(p) else f'p_Holm {p:.2g}: {separable(p)} from ce'})")
+                head += sensitivity(t, p)
+        elif id(best) in tests:
+            c = tests[id(best)]
+            t, p = c.test, c.p_holm
+            head += f"; vs ce {t.mean_diff * 100:+.2f} pp" + (
+                f" ({NO_TEST})" if math.isnan(p) else f", p_Holm {p:.2g}: **{separable(p)} from ce** at {ALPHA:g}")
+            head += sensitivity(t, p)
+        else:
+            head += "; no plain-ce baseline on the same seeds to test against"
+        verdicts = [tests[id(g)] for g in mine if id(g) in tests]
+        if verdicts:
+            head += (f"; against ce (margin ±{verdicts[0].margin * 100:g} pp): " + ", ".join(
+                f"{c.group.loss} **{c.verdict}**" + ("" if math.isnan(c.p_better) else f" (P(beats ce) {c.p_better:.2f})")
+                for c in verdicts))
+        if shots and id(best) in tests:
+            base = tests[id(best)].base
+            few = shots.classes["few"]
+            gain = summarize(shot_accuracy(best, few)).mean - summarize(shot_accuracy(base, few)).mean
+            head += f"; few-shot accuracy {gain * 100:+.2f} pp vs ce"
+        for g in mine:
+            if g.search_tied:
+                head += f"; for {g.loss} every tuning trial tied: its search chose nothing"
+        for g in mine:  # a row whose tuned lr sat at the edge of its range may be better than it looks
+            notes = {tuned_lr_note(r.get("tuning")) for r in g.records} - {""}
+            if notes:
+                head += f"; for {g.loss} the " + "; ".join(sorted(notes))
+        lines.append(head)
+    return lines
+
+
+def per_seed_note(groups: list[Group]) -> str:
+    modes = {(g.tuning or {}).get("mode") for g in groups if g.tuning}
+    if modes == {"per_seed"}:
+        return ("Each seed tuned its own values in its own study (its own tuning seed and train/val partition), "
+                "so these tests include the search's own luck.")
+    if "single" in modes or None in modes:
+        return ("One study per row chose the values every seed uses: the tests do not see that search's luck, "
+                "which can move a whole row.")
+    return ""

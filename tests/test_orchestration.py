@@ -1,0 +1,132 @@
+"""One orchestration path: the CLI's flags come from RunConfig, the CLI and the API build runs the
+same way, a completed run is found before any data is decoded, and from an index, not a scan."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+import bench
+import bench.record
+import bench.train
+from bench.cli import build_parser
+from bench.config import SETTINGS, RunConfig
+from bench.errors import ExitCode, UsageError
+
+BENCH = Path(bench.__file__).parent
+
+
+def run_parser():
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    return commands["run"]
+
+
+def test_every_run_setting_is_a_flag_with_runconfigs_default_and_help():
+    actions = {a.dest: a for a in run_parser()._actions}
+    for name, f in SETTINGS.items():
+        action = actions[name]
+        default = None if f.default == () else f.default
+        assert action.default == default, name
+    assert actions["augment"].option_strings == ["--no-augment"]
+    assert "Nesterov" in actions["momentum"].help and "(default: 0.9)" in run_parser().format_help()
+
+
+def test_the_cli_and_the_api_build_the_same_config():
+    """`bench run` flags and bench.api.config keywords give one RunConfig (one builder)."""
+    args = run_parser().parse_args(["--model", "cnn-tiny", "--loss", "focal", "--dataset", "cifar10-sample",
+                                    "--epochs", "3", "--classes", "a,b", "--no-augment", "--gamma", "0.5"])
+    from bench.cli import given_settings, loss_params_of
+
+    assert given_settings(args) == {"epochs": 3, "classes": ("a", "b"), "augment": False}
+    from_cli = bench.api.config("cnn-tiny", "focal", "cifar10-sample", loss_params_of(args), **given_settings(args))
+    from_api = bench.api.config("cnn-tiny", "focal", "cifar10-sample", epochs=3, classes="a,b", augment=False,
+                                gamma=0.5)
+    assert from_cli == from_api
+    assert from_api == RunConfig(model="cnn-tiny", loss="focal", dataset="cifar10-sample", epochs=3,
+                                 classes=("a", "b"), augment=False, loss_params={"gamma": 0.5})
+
+
+def test_cli_builds_no_runconfig_and_chooses_no_storage():
+    source = (BENCH / "cli.py").read_text()
+    calls = {node.func.id for node in ast.walk(ast.parse(source))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    assert "RunConfig" not in calls
+    for storage_decision in ("grid.db", "grid_storage(", "open_storage", "import optuna", "load_study"):
+        assert storage_decision not in source, storage_decision
+
+
+def test_optuna_is_called_from_one_module():
+    """Studies are created, loaded and re-queued in bench/studies.py only."""
+    for path in BENCH.rglob("*.py"):
+        source = path.read_text()
+        for call in ("create_study(", "load_study(", "enqueue_trial(", "fail_stale_trials("):
+            if path.name != "studies.py":
+                assert call not in source, f"{path.relative_to(BENCH)} calls {call}"
+
+
+def test_exit_codes_are_one_enum():
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 130]
+    assert ExitCode.signal(15) == 143
+
+
+def test_the_api_params_file_clashes_with_a_value_given_twice(tmp_path):
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"loss": "focal", "lr": 0.01, "loss_params": {"gamma": 1.0}}))
+    with pytest.raises(UsageError, match="--lr and --params both set"):
+        bench.run("cnn-tiny", "focal", "cifar10-sample", out=tmp_path, params=best, lr=0.1)
+    with pytest.raises(UsageError, match="--gamma and --params both set"):
+        bench.run("cnn-tiny", "focal", "cifar10-sample", out=tmp_path, params=best, gamma=2.0)
+
+
+def test_a_completed_run_is_found_before_data_is_decoded(tmp_path, monkeypatch):
+    record = bench.run("cnn-tiny", "ce", "cifar10-sample", out=tmp_path, epochs=1, limit_train=256, limit_test=64)
+
+    def no_setup(*_args, **_kwargs):
+        raise AssertionError("data decoded and model built for a run that already completed")
+
+    monkeypatch.setattr(bench.train, "prepare", no_setup)
+    again = bench.run("cnn-tiny", "ce", "cifar10-sample", out=tmp_path, epochs=1, limit_train=256, limit_test=64,
+                      resume=True)
+    assert again["run_id"] == record["run_id"]
+    assert bench.api.record_path(record, tmp_path).exists()
+
+
+def test_resume_lookups_read_each_run_folder_once(tmp_path, monkeypatch):
+    """A grid of N points asks for N identities; the index reads each run.json once, not N times."""
+    for i in range(30):
+        folder = tmp_path / f"run-{i}"
+        folder.mkdir()
+        (folder / bench.record.RUN_INFO_NAME).write_text(json.dumps({"config_hash": f"h{i}", "started": "t"}))
+    reads = []
+    real_read = Path.read_text
+
+    def counting(self, *args, **kwargs):
+        if self.name == bench.record.RUN_INFO_NAME:
+            reads.append(self)
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    for i in range(30):
+        folder, done = bench.record.find_resumable(tmp_path, f"h{i}")
+        assert folder == tmp_path / f"run-{i}" and done is None
+    assert len(reads) == 30
+    (tmp_path / "run-new").mkdir()  # a run another worker started since
+    (tmp_path / "run-new" / bench.record.RUN_INFO_NAME).write_text(json.dumps({"config_hash": "new", "started": "u"}))
+    assert bench.record.find_resumable(tmp_path, "new")[0] == tmp_path / "run-new"
+    assert len(reads) == 31
+
+
+def test_no_line_in_bench_is_longer_than_110_characters():
+    long = [f"{p.relative_to(BENCH)}:{i}" for p in BENCH.rglob("*.py")
+            for i, line in enumerate(p.read_text().splitlines(), 1) if len(line) > 110]
+    assert not long, long
+
+
+def test_public_api_functions_document_their_parameters():
+    for name in ("run", "tune", "grid", "leaderboard", "config", "speed"):
+        doc = getattr(bench.api, name).__doc__
+        assert "Parameters" in doc, name
