@@ -46,14 +46,16 @@ def config(model: str, loss: str, dataset: str, loss_params: dict | None = None,
         classes = settings["classes"]
         settings["classes"] = tuple(classes.split(",") if isinstance(classes, str) else classes)
     declared = get_loss(loss).params
-    unknown = sorted(k for k in keywords if declared and k not in declared)  # loss_params: the loss checks them
+    # loss_params: the loss checks them
+    unknown = sorted(k for k in keywords if declared and k not in declared)
     if unknown:
-        raise UsageError(f"{', '.join(unknown)}: neither a run setting ({', '.join(sorted(SETTINGS))}) "
-                         f"nor a hyperparameter of loss {loss!r} ({', '.join(declared)})")
+        raise UsageError(f"{', '.join(unknown)}: neither a run setting ({', '.join(sorted(SETTINGS))}) nor "
+                         f"a hyperparameter of loss {loss!r} ({', '.join(declared)})")
     return RunConfig(model=model, loss=loss, dataset=dataset, loss_params=params, **settings)
 
 
-def run(model: str, loss: str, dataset: str, out: str | Path = "runs", quiet: bool = True, resume: bool = False,
+def run(model: str, loss: str, dataset: str, out: str | Path = "runs", quiet: bool = True,
+        resume: bool = False,
         loss_params: dict | None = None, params: str | Path | None = None, command: str | None = None,
         **options) -> dict:
     """Train and test one configuration; returns its run record, written to
@@ -86,12 +88,15 @@ def _with_params(path: Path, loss: str, options: dict, loss_params: dict | None)
 
     tuned = load_params(path, loss)
     given = dict(loss_params or {}) | {k: v for k, v in options.items() if k not in SETTINGS}
-    clash = [f"--{key.replace('_', '-')}" for key in ("lr", "weight_decay") if key in tuned and key in options]
+    clash = [
+        f"--{key.replace('_', '-')}" for key in ("lr", "weight_decay") if key in tuned and key in options
+    ]
     clash += [f"--{k.replace('_', '-')}" for k in tuned.get("loss_params", {}) if k in given]
     if clash:
         raise UsageError(f"{', '.join(clash)} and --params both set the same value; give one of them")
     settings = {k: v for k, v in options.items() if k in SETTINGS}
-    return settings | {k: v for k, v in tuned.items() if k != "loss_params"}, {**tuned.get("loss_params", {}), **given}
+    return settings | {k: v for k, v in tuned.items() if k != "loss_params"}, {**tuned.get("loss_params", {}),
+                                                                               **given}
 
 
 def record_path(record: dict, out: str | Path = "runs") -> Path:
@@ -101,9 +106,21 @@ def record_path(record: dict, out: str | Path = "runs") -> Path:
     return Path(out) / record["run_id"] / RECORD_NAME
 
 
-def tune(model: str, loss: str, dataset: str, trials: int = 20, out: str | Path = "runs", storage: str | None = None,
-         objective: str = "val_acc", pruner: str = "hyperband", loss_params: dict | None = None,
-         study_name: str | None = None, tune_weight_decay: bool = False, quiet: bool = True, **options) -> dict:
+def tune(
+    model: str,
+    loss: str,
+    dataset: str,
+    trials: int = 20,
+    out: str | Path = "runs",
+    storage: str | None = None,
+    objective: str = "val_acc",
+    pruner: str = "hyperband",
+    loss_params: dict | None = None,
+    study_name: str | None = None,
+    tune_weight_decay: bool = False,
+    quiet: bool = True,
+    **options,
+) -> dict:
     """Add `trials` trials to the study of this configuration (on val); returns the best
     parameters (the content of `<out>/<study>.best.json`).
 
@@ -184,7 +201,9 @@ def grid(experiment: str | Path | None = None, out: str | Path | None = None, st
     from bench.report import make_reporter
 
     loaded = experiment_of(experiment, **flags)
-    folder = Path(out) if out is not None else (Path(experiment).parent / "runs" if experiment else Path("runs"))
+    folder = (
+        Path(out) if out is not None else (Path(experiment).parent / "runs" if experiment else Path("runs"))
+    )
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     url = grid_storage(folder, storage, workers, bool(loaded.tune))
@@ -207,12 +226,14 @@ def _run_workers(experiment_file, out: Path, url: str, workers: int, quiet: bool
     open_storage(url)  # create the schema once, before the workers race for it
     source = [str(experiment_file)] if experiment_file else [
         arg for key, value in flags.items() if value is not None
-        for arg in (f"--{key.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, (list, tuple))
+        for arg in (f"--{key.replace('_', '-')}",
+                    ",".join(map(str, value)) if isinstance(value, (list, tuple))
                     else str(value))]
     procs, files = [], []
     for i in range(workers):
         files.append(out / f".worker-{os.getpid()}-{i}.json")
-        cmd = [sys.executable, "-m", "bench", "grid", *source, "--workers", "1", "--storage", url, "--out", str(out),
+        cmd = [sys.executable, "-m", "bench", "grid", *source, "--workers", "1", "--storage", url, "--out",
+               str(out),
                "--tally-file", str(files[-1]), *(["--quiet"] if quiet else [])]
         procs.append(subprocess.Popen(cmd, env=worker_env(i)))
     codes = tuple(p.wait() for p in procs)
@@ -240,8 +261,8 @@ def grid_storage(out: Path, storage: str | None, workers: int, tuned: bool) -> s
     chosen = storage or (f"sqlite:///{local_db.resolve()}" if workers > 1 or local_db.exists() else None)
     if chosen and chosen.startswith("journal:") and (workers > 1 or not tuned):
         raise UsageError(
-            f"bench grid cannot share {chosen!r}: a journal storage has no heartbeat, so a killed "
-            "worker's point would never be re-queued; use sqlite:///FILE or postgresql://USER@HOST/DB"
+            f"bench grid cannot share {chosen!r}: a journal storage has no heartbeat, so a killed worker's "
+            "point would never be re-queued; use sqlite:///FILE or postgresql://USER@HOST/DB"
         )
     return chosen
 
@@ -344,7 +365,8 @@ def load_runs(path: str | Path | list = "runs", role: str = "eval"):
         config, test = r["config"], r.get("metrics", {}).get("test", {})
         rows.append({
             "run_id": r["run_id"], "status": r["status"], "role": kind,
-            "model": config["model"], "loss": config["loss"], "loss_params": dict(config.get("loss_params", {})),
+            "model": config["model"], "loss": config["loss"],
+            "loss_params": dict(config.get("loss_params", {})),
             "dataset": r.get("dataset", {}).get("name", config.get("dataset")), "seed": config["seed"],
             "epochs": config.get("epochs"), "lr": config.get("lr"), "precision": config.get("precision"),
             "tuned": dict(r["tuning"]["params"]) if r.get("tuning") else None,

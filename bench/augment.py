@@ -6,19 +6,23 @@ import torch
 import torch.nn.functional as F
 
 
-def draw_crop_flip(sizes: list[int], pad: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_crop_flip(sizes: list[int], pad: int, generator: torch.Generator) -> tuple[torch.Tensor,
+                                                                                    torch.Tensor]:
     """Crop offsets [2, N] and flips [N] for consecutive batches of `sizes` (N = their sum).
 
     Drawn on the CPU from `generator`, batch after batch, so they do not depend on the device or
     the model; drawing a whole epoch at once lets the loader copy them to the GPU once an epoch
     instead of once a step (a per-step copy from pageable memory would stall the GPU).
     """
-    draws = [(torch.randint(0, 2 * pad + 1, (2, n), generator=generator), torch.rand(n, generator=generator) < 0.5)
+    draws = [(torch.randint(0, 2 * pad + 1, (2, n), generator=generator),
+              torch.rand(n, generator=generator) < 0.5)
              for n in sizes]
     return torch.cat([o for o, _ in draws], 1), torch.cat([f for _, f in draws])
 
 
-def random_crop_flip(images: torch.Tensor, pad: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+def random_crop_flip(
+    images: torch.Tensor, pad: int, offsets: torch.Tensor, flips: torch.Tensor
+) -> torch.Tensor:
     """Random crop with zero padding `pad` and random horizontal flip, for a batch [B, C, H, W],
     with each image's offsets [2, B] and flips [B] from `draw_crop_flip` (on the images' device).
 

@@ -120,7 +120,8 @@ def add_settings(p: argparse.ArgumentParser, names=tuple(SETTINGS)) -> None:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
-                   help=f"one of: {', '.join(MODELS)}, timm:<name>, or your own FILE.py:NAME / package.module:NAME")
+                   help=f"one of: {', '.join(MODELS)}, timm:<name>, or your own FILE.py:NAME / "
+                        "package.module:NAME")
     p.add_argument("--loss", required=True,
                    help=f"one of: {', '.join(LOSSES)}, or your own FILE.py:NAME / package.module:NAME")
     p.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}, or folder:PATH")
@@ -129,14 +130,21 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output; print only the record's path")
     p.add_argument("--resume", action="store_true",
                    help="continue the unfinished run of this configuration in --out from its checkpoint")
-    group = p.add_argument_group("loss hyperparameters (see 'bench losses'; each applies to the losses named)")
+    group = p.add_argument_group(
+        "loss hyperparameters (see 'bench losses'; each applies to the losses named)"
+    )
     for name in all_hparams():
         group.add_argument(
             "--" + name.replace("_", "-"), dest=f"hp_{name}", metavar=name.upper(), type=parse_hparam,
             help=hparam_help(name), default=None,
         )
-    group.add_argument("--loss-arg", action="append", default=[], metavar="KEY=VALUE",
-                       help="any loss hyperparameter by name, repeatable; a plug-in loss gets it as a keyword")
+    group.add_argument(
+        "--loss-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any loss hyperparameter by name, repeatable; a plug-in loss gets it as a keyword",
+    )
 
 
 def hparam_help(name: str) -> str:
@@ -153,7 +161,8 @@ def hparam_help(name: str) -> str:
 
 def loss_params_of(args: argparse.Namespace) -> dict:
     """The loss hyperparameters given: --<name> flags and --loss-arg KEY=VALUE pairs."""
-    params = {key[3:]: value for key, value in vars(args).items() if key.startswith("hp_") and value is not None}
+    params = {key[3:]: value for key,
+              value in vars(args).items() if key.startswith("hp_") and value is not None}
     for item in args.loss_arg:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
@@ -174,7 +183,8 @@ def command_run(args: argparse.Namespace, argv: list[str]) -> ExitCode:
     from bench.report import print_summary
 
     record = api.run(args.model, args.loss, args.dataset, out=args.out, quiet=args.quiet, resume=args.resume,
-                     loss_params=loss_params_of(args), params=args.params, command=shlex.join(["bench", *argv]),
+                     loss_params=loss_params_of(args), params=args.params,
+                     command=shlex.join(["bench", *argv]),
                      **given_settings(args))
     path = api.record_path(record, args.out)
     if args.quiet:
@@ -192,7 +202,8 @@ def command_tune(args: argparse.Namespace, argv: list[str]) -> ExitCode:
     trials = api.trials(best["study"], best["storage"])
     finished = trials[trials["value"].notna()].sort_values("value", ascending=args.objective == "val_nll")
     keys = [c for c in trials.columns if c.startswith("params_")]
-    table = Table(title=f"study {best['study']}: {len(trials)} trials ({int((trials['state'] == 'PRUNED').sum())} pruned)")
+    table = Table(title=f"study {best['study']}: {len(trials)} trials "
+                        f"({int((trials['state'] == 'PRUNED').sum())} pruned)")
     table.add_column("trial", justify="right")
     table.add_column(args.objective, justify="right")
     for key in keys:
@@ -213,8 +224,8 @@ def command_models(args: argparse.Namespace, argv: list[str]) -> int:
         print("\n".join(f"timm:{n}" for n in names) if names else f"no timm model matches {args.timm!r}")
         return ExitCode.OK
     if not MODELS.names(args.pattern):
-        raise UsageError(f"no bench model matches {args.pattern!r}; 'bench models' lists them all "
-                         "(timm's: bench models --timm PATTERN)")
+        raise UsageError(f"no bench model matches {args.pattern!r}; 'bench models' lists them all (timm's: "
+                         "bench models --timm PATTERN)")
     table = Table("model", "description")
     for name in MODELS.names(args.pattern):
         table.add_row(name, MODELS.get(name).summary)
@@ -226,7 +237,8 @@ def command_models(args: argparse.Namespace, argv: list[str]) -> int:
 def command_losses(args: argparse.Namespace, argv: list[str]) -> int:
     console = Console()
     wide = console.width >= 150  # narrower: descriptions go below the table instead of being squeezed
-    table = Table("loss", "hyperparameter", "default", "valid", "tuning range", *(["description"] if wide else []),
+    table = Table("loss", "hyperparameter", "default", "valid", "tuning range",
+                  *(["description"] if wide else []),
                   box=box.SIMPLE_HEAD)
     for column in table.columns[:3]:  # names, flags and defaults whole; ranges wrap if they must
         column.no_wrap = True
@@ -239,7 +251,8 @@ def command_losses(args: argparse.Namespace, argv: list[str]) -> int:
         for i, (key, hp) in enumerate(rows):
             cells = ["", "", ""] if hp is None else [hp.default_text(), hp.range_text(), hp.tune_text()]
             flag = "--" + key.replace("_", "-") if key else ""
-            table.add_row(name if i == 0 else "", flag, *cells, *([spec.summary if i == 0 else ""] if wide else []))
+            table.add_row(name if i == 0 else "", flag, *cells,
+                          *([spec.summary if i == 0 else ""] if wide else []))
     console.print(table)
     if not wide:
         for name in names:
@@ -255,8 +268,8 @@ def command_datasets(args: argparse.Namespace, argv: list[str]) -> int:
         spec = DATASETS.get(name)
         table.add_row(name, f"{spec.image_size} px", spec.description, spec.data_root)
     Console().print(table)
-    print("and folder:PATH for any image tree (train/ + test/ class folders, a .tar.gz of that, or one root of "
-          "class folders, split 4:1 by --split-seed)")
+    print("and folder:PATH for any image tree (train/ + test/ class folders, a .tar.gz of that, or one "
+          "root of class folders, split 4:1 by --split-seed)")
     return ExitCode.OK
 
 
@@ -277,12 +290,15 @@ def grid_flags(args: argparse.Namespace) -> dict:
 def command_grid(args: argparse.Namespace, argv: list[str]) -> ExitCode:
     if args.estimate:
         return print_estimate(args.experiment, grid_flags(args))
-    tally = api.grid(args.experiment, out=args.out, storage=args.storage, quiet=args.quiet, workers=args.workers,
+    tally = api.grid(args.experiment, out=args.out, storage=args.storage, quiet=args.quiet,
+                     workers=args.workers,
                      log=print, **grid_flags(args))  # a line per run, --quiet too: scripts read them
     if args.tally_file:  # a local worker of `--workers N`: its share, for the process that started it
         Path(args.tally_file).write_text(json.dumps(tally))
     done = ", ".join(f"{n} {k}" for k, n in sorted(tally.items()))
-    workers = f" ({args.workers} workers exited with {list(tally.worker_codes)})" if tally.worker_codes else ""
+    workers = (
+        f" ({args.workers} workers exited with {list(tally.worker_codes)})" if tally.worker_codes else ""
+    )
     print(f"grid of {tally.runs} runs in {tally.out}{workers}: "
           f"{done or 'nothing left to run here (every point completed, or taken by another worker)'}")
     return ExitCode.OK if tally.ok else ExitCode.FAILED
@@ -297,22 +313,30 @@ def print_estimate(experiment: str | None, flags: dict) -> ExitCode:
     device = resolve_device(first.device)
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if device.type == "cpu" and load > 0.5 * cores:
-        print(f"warning: the machine is busy (load {load:.1f} on {cores} cores): these timings will be too slow",
+        print(f"warning: the machine is busy (load {load:.1f} on {cores} cores): these timings will be too "
+              "slow",
               file=sys.stderr)
     rows = api.estimate(experiment, **flags)
     name = experiment or "the grid"
-    table = Table(title=f"estimate for {name} on {device_name(device)} ({device.type}), from 10 timed steps per model")
-    for col in ("model", "loss", "precision", "train img/s", "eval runs", "each", "tuning trials", "all trials (at most)"):
-        table.add_column(col, justify="left" if col in ("model", "loss") else "right", no_wrap=col in ("model", "loss"))
+    table = Table(title=f"estimate for {name} on {device_name(device)} ({device.type}), from 10 timed steps "
+                        "per model")
+    for col in ("model", "loss", "precision", "train img/s", "eval runs", "each", "tuning trials",
+                "all trials (at most)"):
+        table.add_column(col, justify="left" if col in ("model", "loss") else "right",
+                         no_wrap=col in ("model", "loss"))
     for r in rows:
-        table.add_row(r["model"], r["loss"], r["precision"], f"{r['train_images_per_sec']:,.0f}", str(r["eval_runs"]),
-                      duration(r["eval_run_seconds"]), str(r["tuning_trials"]), duration(r["tuning_seconds_at_most"]))
+        table.add_row(r["model"], r["loss"], r["precision"], f"{r['train_images_per_sec']:,.0f}",
+                      str(r["eval_runs"]),
+                      duration(r["eval_run_seconds"]), str(r["tuning_trials"]),
+                      duration(r["tuning_seconds_at_most"]))
     Console().print(table)
     evals = sum(r["eval_runs"] * r["eval_run_seconds"] for r in rows)
     tuning = sum(r["tuning_seconds_at_most"] for r in rows)
-    print(f"eval {duration(evals)} + tuning at most {duration(tuning)} = at most {duration(evals + tuning)} on this "
-          "machine, start-up and other jobs not counted; Hyperband stops many trials early (the published boards' "
-          "tuning ran 49-65% of the most)" if tuning else f"eval {duration(evals)} on this machine, start-up and "
+    print(f"eval {duration(evals)} + tuning at most {duration(tuning)} = at most {duration(evals + tuning)} "
+          "on this machine, start-up and other jobs not counted; Hyperband stops many trials early (the "
+          "published boards' tuning ran 49-65% of the "
+          "most)" if tuning else f"eval {duration(evals)} on this machine, "
+                                                          "start-up and "
           "other jobs not counted")
     return ExitCode.OK
 
@@ -343,7 +367,8 @@ def command_speed(args: argparse.Namespace, argv: list[str]) -> ExitCode:
     print(f"precision {result['precision']}: {result['precision_reason']}")
     if result["host_syncs_per_step"] is not None:
         sites = ", ".join(f"{site} ({n})" for site, n in result["host_sync_sites"].items()) or "none"
-        print(f"host syncs per training step (epoch start excluded): {result['host_syncs_per_step']:.2f}; at {sites}")
+        print(f"host syncs per training step (epoch start excluded): {result['host_syncs_per_step']:.2f}; "
+              f"at {sites}")
     return ExitCode.OK
 
 
@@ -358,7 +383,8 @@ def build_parser() -> Parser:
     tune_parser = sub.add_parser("tune", help="Optuna search over lr and the loss's hyperparameters (on val)")
     add_run_arguments(tune_parser)
     tune_parser.add_argument("--trials", type=int, default=20, help="trials to add to the study")
-    tune_parser.add_argument("--storage", help="Optuna storage URL (default: sqlite file in --out); journal:PATH too")
+    tune_parser.add_argument("--storage",
+                             help="Optuna storage URL (default: sqlite file in --out); journal:PATH too")
     tune_parser.add_argument("--study-name", help="default: DATASET-MODEL-LOSS")
     tune_parser.add_argument("--objective", default="val_acc", choices=("val_acc", "val_nll"))
     tune_parser.add_argument("--pruner", default="hyperband", choices=("hyperband", "median"))
@@ -371,35 +397,45 @@ def build_parser() -> Parser:
     grid.add_argument("experiment", nargs="?", help="experiment file (TOML), its keys below")
     grid.add_argument("--models", help="without a file: comma-separated models")
     grid.add_argument("--losses", help="without a file: comma-separated losses (default hyperparameters)")
-    grid.add_argument("--seeds", default="0,1,2,3,4", help="without a file: comma-separated seeds (default 0..4)")
+    grid.add_argument("--seeds", default="0,1,2,3,4",
+                      help="without a file: comma-separated seeds (default 0..4)")
     grid.add_argument("--dataset", help="without a file: the dataset")
     add_settings(grid, ("data_root", "epochs", "limit_train", "limit_test"))
-    grid.add_argument("--storage", help="share the grid through an Optuna storage URL (sqlite:///F, postgresql://...)")
-    grid.add_argument("--workers", type=int, default=1, help="worker processes on this machine (share --storage)")
+    grid.add_argument("--storage",
+                      help="share the grid through an Optuna storage URL (sqlite:///F, postgresql://...)")
+    grid.add_argument("--workers", type=int, default=1,
+                      help="worker processes on this machine (share --storage)")
     grid.add_argument("--out", help="results folder (default: runs/ beside the experiment file, else runs/)")
     grid.add_argument("--quiet", action="store_true")
     grid.add_argument("--tally-file", help=argparse.SUPPRESS)  # a local worker's tally, for its parent
     grid.add_argument("--estimate", action="store_true",
-                      help="time a few steps of each model and print what the grid would cost here; run nothing")
+                      help="time a few steps of each model and print what the grid would cost here; run "
+                           "nothing")
     grid.set_defaults(func=command_grid)
     speed = sub.add_parser("speed", help="training, evaluation and compute-only images/s of one model")
     speed.add_argument("--model", required=True)
     speed.add_argument("--dataset", required=True)
     speed.add_argument("--loss", default="ce")
-    add_settings(speed, ("data_root", "batch_size", "image_size", "limit_train", "device", "precision", "compile"))
+    add_settings(speed,
+                 ("data_root", "batch_size", "image_size", "limit_train", "device", "precision", "compile"))
     speed.add_argument("--steps", type=int, default=30, help="timed steps (after the warm-up)")
     speed.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     speed.add_argument("--json", action="store_true", help="print one JSON object")
     speed.set_defaults(func=command_speed)
     board = sub.add_parser("leaderboard", help="tables, intervals, paired tests and plots from run records")
-    board.add_argument("results", nargs="*", default=["runs"], help="folders (searched recursively) or record files")
+    board.add_argument("results", nargs="*", default=["runs"],
+                       help="folders (searched recursively) or record files")
     board.add_argument("--out", default="leaderboards", help="where to write (default: leaderboards/)")
     board.add_argument("--margin", type=float, default=0.5,
                        help="practical margin in accuracy points: a loss within ±margin of ce, shown by an "
                             "equivalence test, is 'equivalent' (default: 0.5)")
     board.add_argument("--format", default="markdown", choices=("markdown", "csv", "json"))
     board.set_defaults(func=command_leaderboard)
-    for name, func in (("models", command_models), ("losses", command_losses), ("datasets", command_datasets)):
+    for name, func in (
+        ("models", command_models),
+        ("losses", command_losses),
+        ("datasets", command_datasets),
+    ):
         p = sub.add_parser(name, help=f"list the registered {name}")
         p.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'cnn*'")
         p.set_defaults(func=func)
@@ -427,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-        command = commands.get(argv[0]) if argv else None  # a misspelt flag is matched against its command's flags
+        # a misspelt flag is matched against its command's flags
+        command = commands.get(argv[0]) if argv else None
         Parser.command_prog = command.prog if command else None
         Parser.command_flags = tuple(f for a in (command or parser)._actions for f in a.option_strings)
         args = parser.parse_args(argv)
@@ -437,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     except Interrupted as exc:
-        print(f"bench: stopped by {exc} after checkpointing; rerun with --resume to continue", file=sys.stderr)
+        print(f"bench: stopped by {exc} after checkpointing; rerun with --resume to continue",
+              file=sys.stderr)
         return ExitCode.signal(exc.signum)
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)

@@ -32,7 +32,8 @@ def lr_edge_note(lr: float, lr_range) -> str:
     if EDGE_SHARE <= position <= 1 - EDGE_SHARE:
         return ""
     side = "top" if position > 0.5 else "bottom"
-    return f"lr {lr:.3g} is at the {side} of its tuning range {low:g}–{high:g}: a better lr may lie beyond it"
+    return (f"lr {lr:.3g} is at the {side} of its tuning range {low:g}–{high:g}: a better lr may lie beyond "
+            "it")
 
 
 def tuned_lr_note(tuning: dict | None) -> str:
@@ -60,7 +61,8 @@ class RunConfig:
     loss: str
     dataset: str
     loss_params: dict = field(default_factory=dict)
-    data_root: str | None = setting(None, "where the dataset lies (folder or .tar.gz); see 'bench datasets'", type=str)
+    data_root: str | None = setting(None, "where the dataset lies (folder or .tar.gz); see 'bench datasets'",
+                                    type=str)
     # folder relative paths (data_root, FILE.py plug-ins) resolve against: an experiment file's
     base_dir: str | None = None
     seed: int = setting(0, "fixes initial weights, val split and batch order")
@@ -72,27 +74,33 @@ class RunConfig:
     momentum: float = setting(0.9, "SGD momentum (Nesterov)")
     weight_decay: float = setting(5e-4)
     schedule: str = setting("cosine", choices=SCHEDULES)
-    warmup_epochs: float = setting(0.0, "linear lr warm-up over this many epochs, then the schedule "
-                                        "(AdamW on ConvNeXt/ViT wants 1-5)")
+    warmup_epochs: float = setting(0.0, "linear lr warm-up over this many epochs, then the schedule (AdamW "
+                                        "on ConvNeXt/ViT wants 1-5)")
     val_fraction: float = setting(0.1, "share of train held out for validation")
-    limit_train: int | None = setting(None, "use this many training images (val is carved from them)", type=int)
+    limit_train: int | None = setting(None, "use this many training images (val is carved from them)",
+                                      type=int)
     limit_test: int | None = setting(None, "report on this many test images (stratified)", type=int)
     image_size: int | None = setting(None, "resize images to this many pixels square", type=int)
     split_seed: int = setting(0, "fixes protocol splits (imagenet10 3:1:1, folder 4:1)")
     classes: tuple[str, ...] = setting((), "comma-separated class folders (wnids) to use, for imagenet10",
                                        type=_words, metavar="CLASSES")
-    imbalance: float | None = setting(None, "long-tailed train split: largest / smallest class = R", type=float)
+    imbalance: float | None = setting(None, "long-tailed train split: largest / smallest class = R",
+                                      type=float)
     label_noise: float = setting(0.0, "fraction of training labels flipped")
     noise_type: str = setting("symmetric", choices=NOISE_TYPES)
-    clean_val: bool = setting(False, "under --label-noise, keep validation labels clean (default: val as noisy "
+    clean_val: bool = setting(False,
+                              "under --label-noise, keep validation labels clean (default: val as noisy "
                                      "as train)")
     skip_bad_images: bool = setting(False, "leave unreadable images out (counted)")
     augment: bool = setting(True, "no random crop / flip", flag="--no-augment")
-    stem: str = setting("auto", "timm models: cifar = small-image stem (stride-1 3x3 conv; ConvNeXt too; ViT: "
-                                "size/8 patches); auto = ResNet/EfficientNet-style stems only, at 32 px or less",
+    stem: str = setting("auto",
+                        "timm models: cifar = small-image stem (stride-1 3x3 conv; ConvNeXt too; ViT: "
+                                "size/8 patches); auto = ResNet/EfficientNet-style stems only, at 32 px or "
+                                "less",
                         choices=STEMS)
     pretrained: bool = setting(False, "timm models: start from timm's pretrained weights")
-    weights: str | None = setting(None, "timm models: a local state dict (loaded with weights_only=True)", type=str)
+    weights: str | None = setting(None, "timm models: a local state dict (loaded with weights_only=True)",
+                                  type=str)
     allow_prob_outputs: bool = setting(False, "train a model whose outputs look like probabilities "
                                               "(normally refused)")
     auto_batch: bool = setting(False, "on out-of-memory, halve the batch size and retry")
@@ -105,22 +113,31 @@ class RunConfig:
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.lr is None or self.lr > 0, f"--lr must be greater than 0, got {self.lr}"),
-            (0 < self.val_fraction < 1, f"--val-fraction must lie strictly between 0 and 1, got {self.val_fraction}"),
+            (0 < self.val_fraction < 1,
+             f"--val-fraction must lie strictly between 0 and 1, got {self.val_fraction}"),
             (self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}"),
             (0 <= self.warmup_epochs < self.epochs,
              f"--warmup-epochs must lie in [0, --epochs), got {self.warmup_epochs} for {self.epochs} epochs"),
             (0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}"),
-            (self.limit_train is None or self.limit_train >= 2, f"--limit-train must be at least 2, got {self.limit_train}"),
-            (self.limit_test is None or self.limit_test >= 1, f"--limit-test must be at least 1, got {self.limit_test}"),
-            (self.image_size is None or self.image_size >= 8, f"--image-size must be at least 8, got {self.image_size}"),
-            (self.imbalance is None or self.imbalance >= 1, f"--imbalance must be at least 1, got {self.imbalance}"),
+            (self.limit_train is None or self.limit_train >= 2,
+             f"--limit-train must be at least 2, got {self.limit_train}"),
+            (self.limit_test is None or self.limit_test >= 1,
+             f"--limit-test must be at least 1, got {self.limit_test}"),
+            (self.image_size is None or self.image_size >= 8,
+             f"--image-size must be at least 8, got {self.image_size}"),
+            (self.imbalance is None or self.imbalance >= 1,
+             f"--imbalance must be at least 1, got {self.imbalance}"),
             (0 <= self.label_noise < 1, f"--label-noise must lie in [0, 1), got {self.label_noise}"),
-            (self.noise_type in NOISE_TYPES, f"--noise-type must be one of {', '.join(NOISE_TYPES)}, got {self.noise_type!r}"),
+            (self.noise_type in NOISE_TYPES,
+             f"--noise-type must be one of {', '.join(NOISE_TYPES)}, got {self.noise_type!r}"),
             (self.stem in STEMS, f"--stem must be one of {', '.join(STEMS)}, got {self.stem!r}"),
-            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
-            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.optimizer in OPTIMIZERS,
+             f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES,
+             f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}"),
-            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+            (self.precision in PRECISIONS,
+             f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -142,7 +159,8 @@ class RunConfig:
         another machine still recognises its finished runs. So is a field that cannot change the result.
         """
         identity = {k: v for k, v in self.to_dict().items() if k != "data_root"}
-        if not self.label_noise:  # clean_val changes nothing without noise: runs from before it keep their hash
+        # clean_val changes nothing without noise: runs from before it keep their hash
+        if not self.label_noise:
             del identity["clean_val"]
         if not self.warmup_epochs:  # no warm-up: runs from before the field keep their hash
             del identity["warmup_epochs"]

@@ -68,8 +68,8 @@ def get_dataset(name: str) -> DatasetSpec:
 
 
 CIFAR10_LAYOUTS = (
-    "torchvision's cifar-10-batches-py/ folder (or its parent), an image tree "
-    "train/<class>/ + test/<class>/, or a .tar.gz of that tree"
+    "torchvision's cifar-10-batches-py/ folder (or its parent), an image tree train/<class>/ + "
+    "test/<class>/, or a .tar.gz of that tree"
 )
 
 
@@ -91,7 +91,8 @@ def _decoded(path: Path, splits: tuple[str, ...], req: DataRequest) -> Source:
 
 def _offline_error(what: str, target: Path, exc: Exception, layouts: str) -> UsageError:
     return UsageError(
-        f"could not download {what} into {target} ({type(exc).__name__}); pass --data-root DIR holding {layouts}"
+        f"could not download {what} into {target} ({type(exc).__name__}); pass --data-root DIR holding "
+        f"{layouts}"
     )
 
 
@@ -108,7 +109,9 @@ def cifar10(req: DataRequest) -> Source:
     if (root / "cifar-10-batches-py").is_dir() or root.name == "cifar-10-batches-py":
         base = root.parent if root.name == "cifar-10-batches-py" else root
         if req.image_size != 32:
-            raise UsageError("the cifar-10-batches-py layout is 32 px; drop --image-size or use an image tree")
+            raise UsageError(
+                "the cifar-10-batches-py layout is 32 px; drop --image-size or use an image tree"
+            )
         return _torchvision_cifar10(base, download=False)
     if is_tree(root, ("train", "test")) or is_archive(root):
         return _decoded(root, ("train", "test"), req)
@@ -136,8 +139,8 @@ IMAGENETTE_CLASSES = {
     "n03888257": "parachute",
 }
 IMAGENET_LAYOUTS = (
-    "an ImageNet-style folder with one sub-folder per wnid (train/ and val/ are pooled when "
-    "present), or a .tar.gz of it such as imagenette-128.tar.gz"
+    "an ImageNet-style folder with one sub-folder per wnid (train/ and val/ are pooled when present), or a "
+    ".tar.gz of it such as imagenette-128.tar.gz"
 )
 
 
@@ -166,13 +169,15 @@ def _imagenette_source(req: DataRequest) -> Source:
 
 
 def concat(sets: list[ImageSet]) -> ImageSet:
-    return ImageSet(torch.cat([s.images for s in sets]), torch.cat([s.labels for s in sets]), sets[0].class_names)
+    return ImageSet(torch.cat([s.images for s in sets]), torch.cat([s.labels for s in sets]),
+                    sets[0].class_names)
 
 
 def select_classes(data: ImageSet, wanted: tuple[str, ...]) -> ImageSet:
     missing = [w for w in wanted if w not in data.class_names]
     if missing:
-        raise UsageError(f"--classes {', '.join(missing)} not found; the data has {', '.join(data.class_names[:12])}...")
+        raise UsageError(f"--classes {', '.join(missing)} not found; the data has "
+                         f"{', '.join(data.class_names[:12])}...")
     old = torch.tensor([data.class_names.index(w) for w in wanted])
     keep = torch.isin(data.labels, old)
     remap = torch.full((len(data.class_names),), -1, dtype=torch.long)
@@ -186,7 +191,8 @@ IMAGENET10_SPLIT = (360, 120, 120)  # 3:1:1
 
 @register_dataset(
     "imagenet10", 64,
-    "the seed report's ImageNet-10: 10 classes x 600 images, split 3:1:1 (3,600 / 1,200 / 1,200) by --split-seed",
+    "the seed report's ImageNet-10: 10 classes x 600 images, split 3:1:1 (3,600 / 1,200 / 1,200) by "
+    "--split-seed",
     IMAGENET_LAYOUTS + "; --classes picks wnids from a full ILSVRC train folder",
 )
 def imagenet10(req: DataRequest) -> Source:
@@ -197,13 +203,20 @@ def imagenet10(req: DataRequest) -> Source:
     else:
         source = _imagenette_source(req)
         pooled, skipped = concat([source.splits["train"], source.splits["val"]]), source.skipped_images
-    wanted = req.classes or tuple(w for w in IMAGENETTE_CLASSES if w in pooled.class_names) or tuple(pooled.class_names)
-    pooled = select_classes(pooled, wanted) if req.classes or len(pooled.class_names) != len(wanted) else pooled
+    wanted = (
+        req.classes
+        or tuple(w for w in IMAGENETTE_CLASSES if w in pooled.class_names)
+        or tuple(pooled.class_names)
+    )
+    pooled = (
+        select_classes(pooled, wanted) if req.classes or len(pooled.class_names) != len(wanted) else pooled
+    )
     counts = torch.bincount(pooled.labels, minlength=len(pooled.class_names))
     short = [f"{IMAGENETTE_CLASSES.get(pooled.class_names[c], pooled.class_names[c])} ({int(n)})"
              for c, n in enumerate(counts) if n < IMAGENET10_PER_CLASS]
     if short:
-        raise UsageError(f"imagenet10 needs {IMAGENET10_PER_CLASS} images per class; too few in: {', '.join(short)}")
+        raise UsageError(f"imagenet10 needs {IMAGENET10_PER_CLASS} images per class; too few in: "
+                         f"{', '.join(short)}")
     generator = torch.Generator().manual_seed(req.split_seed)
     parts: dict[str, list[torch.Tensor]] = {"train": [], "val": [], "test": []}
     for c in range(len(pooled.class_names)):
@@ -219,7 +232,8 @@ def imagenet10(req: DataRequest) -> Source:
 def _decoded_flat(root: Path, req: DataRequest) -> tuple[ImageSet, int]:
     """A folder of class sub-folders with no split level, decoded as one pool (and the skipped count)."""
     if not root.is_dir():
-        raise UsageError(f"--data-root {root} has no recognisable ImageNet layout; expected {IMAGENET_LAYOUTS}")
+        raise UsageError(f"--data-root {root} has no recognisable ImageNet layout; expected "
+                         f"{IMAGENET_LAYOUTS}")
     tree = load_image_tree(root.parent, (root.name,), req.image_size, req.skip_bad_images)
     return tree.splits[root.name], len(tree.skipped)
 
@@ -231,7 +245,8 @@ def _decoded_flat(root: Path, req: DataRequest) -> tuple[ImageSet, int]:
 )
 def imagenette(req: DataRequest) -> Source:
     source = _imagenette_source(req)
-    return Source(_readable({"train": source.splits["train"], "test": source.splits["val"]}), source.skipped_images)
+    return Source(_readable({"train": source.splits["train"], "test": source.splits["val"]}),
+                  source.skipped_images)
 
 
 FOLDER_TEST_FRACTION = 0.2
@@ -247,11 +262,12 @@ def image_folder(path: Path, req: DataRequest) -> Source:
         pooled, skipped = _decoded_flat(path, req)
         test_index = stratified_pick(pooled.labels, round(len(pooled) * FOLDER_TEST_FRACTION),
                                      torch.Generator().manual_seed(req.split_seed))
-        sets = {"train": pooled.subset(complement(len(pooled), test_index)), "test": pooled.subset(test_index)}
+        sets = {"train": pooled.subset(complement(len(pooled), test_index)),
+                "test": pooled.subset(test_index)}
         return Source(sets, skipped)
     raise UsageError(
-        f"{path} is not an image tree: expected train/<class>/ + test/<class>/, a .tar.gz of that, "
-        "or a folder of <class>/ sub-folders"
+        f"{path} is not an image tree: expected train/<class>/ + test/<class>/, a .tar.gz of that, or a "
+        "folder of <class>/ sub-folders"
     )
 
 
@@ -294,17 +310,17 @@ def check_splits(data: DataSplits, batch_size: int) -> list[str]:
               for split in ("train", "val", "test")}
     untrained = [names[c] for c, n in enumerate(counts["train"]) if n == 0]
     if untrained:
-        raise UsageError(f"dataset {data.name}: class {', '.join(untrained)} has no training images; give every "
-                         "class training images, or leave the class out")
+        raise UsageError(f"dataset {data.name}: class {', '.join(untrained)} has no training images; give "
+                         "every class training images, or leave the class out")
     warnings = []
     for split in ("val", "test"):
         empty = [names[c] for c, n in enumerate(counts[split]) if n == 0]
         if empty:
-            warnings.append(f"class {', '.join(empty)} has no {split} images: its {split} accuracy is undefined "
-                            "(shown as 0) and macro averages count it as 0")
+            warnings.append(f"class {', '.join(empty)} has no {split} images: its {split} accuracy is "
+                            "undefined (shown as 0) and macro averages count it as 0")
     if len(data.train) < batch_size:
-        warnings.append(f"the training split has {len(data.train)} images, fewer than one batch of {batch_size}: "
-                        "each epoch is a single step")
+        warnings.append(f"the training split has {len(data.train)} images, fewer than one batch of "
+                        f"{batch_size}: each epoch is a single step")
     return warnings
 
 

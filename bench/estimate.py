@@ -28,10 +28,13 @@ def run_seconds(sizes: dict[str, int], speed: dict, epochs: int, test: bool) -> 
     """One run, at `bench speed`'s measured rates: each epoch trains on the training split and
     evaluates the validation split."""
     train, evaluate = speed["train_images_per_sec"], speed["eval_images_per_sec"]
-    return epochs * (sizes["train"] / train + sizes["val"] / evaluate) + (sizes["test"] / evaluate if test else 0.0)
+    return epochs * (sizes["train"] / train + sizes["val"] / evaluate) + (
+        sizes["test"] / evaluate if test else 0.0
+    )
 
 
-def estimate(experiment: Experiment, steps: int = 10, warmup: int = 3, measure=measure_speed, sizes_of=split_sizes) -> list[dict]:
+def estimate(experiment: Experiment, steps: int = 10, warmup: int = 3, measure=measure_speed,
+             sizes_of=split_sizes) -> list[dict]:
     """One row per cell: its eval runs and tuning trials and their seconds on this machine."""
     speeds: dict[tuple, dict] = {}
     sizes: dict[str, dict] = {}
@@ -52,9 +55,11 @@ def estimate(experiment: Experiment, steps: int = 10, warmup: int = 3, measure=m
         key = (config.model, config.image_size, config.batch_size, config.precision, loss_bf16, config.device,
                config.compile)
         if key not in speeds:
-            speeds[key] = measure(replace(config, limit_train=min(config.limit_train or 2048, 2048)), steps, warmup)
+            speeds[key] = measure(replace(config, limit_train=min(config.limit_train or 2048, 2048)), steps,
+                                  warmup)
         speed = speeds[key]
-        row = {"model": config.model, "loss": config.loss, "precision": speed.get("precision", config.precision),
+        row = {"model": config.model, "loss": config.loss,
+               "precision": speed.get("precision", config.precision),
                "train_images_per_sec": speed["train_images_per_sec"],
                "eval_runs": len(experiment.seeds),
                "eval_run_seconds": run_seconds(sizes_for(config), speed, config.epochs, test=True),
@@ -66,7 +71,8 @@ def estimate(experiment: Experiment, steps: int = 10, warmup: int = 3, measure=m
                 trial = spec.trial_config(config)
                 studies = len(experiment.seeds) if spec.per_seed else 1
                 row["tuning_trials"] = spec.trials * studies
-                row["tuning_seconds_at_most"] = row["tuning_trials"] * run_seconds(sizes_for(trial), speed, trial.epochs,
+                row["tuning_seconds_at_most"] = row["tuning_trials"] * run_seconds(sizes_for(trial), speed,
+                                                                                   trial.epochs,
                                                                                    test=False)
         rows.append(row)
     return rows

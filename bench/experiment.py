@@ -165,17 +165,25 @@ def load_experiment(path: Path) -> Experiment:
     where = str(path)
     unknown = sorted(set(spec) - GRID_KEYS - SHARED_KEYS)
     if unknown:
-        raise UsageError(f"{where}: unknown key {', '.join(unknown)}; accepted: {', '.join(sorted(GRID_KEYS | SHARED_KEYS))}")
+        raise UsageError(f"{where}: unknown key {', '.join(unknown)}; accepted: "
+                         f"{', '.join(sorted(GRID_KEYS | SHARED_KEYS))}")
     missing = sorted({"dataset", "models", "losses"} - set(spec))
     if missing:
         raise UsageError(f"{where}: missing {', '.join(missing)}")
     if not isinstance(spec["models"], list) or not spec["models"]:
         raise UsageError(f"{where}: models must be a non-empty list of model names")
     models = [_model_entry(where, m) for m in spec["models"]]
-    if not isinstance(spec["losses"], list) or not all(isinstance(x, dict) and "name" in x for x in spec["losses"]):
-        raise UsageError(f"{where}: losses must be a list of tables, each with a name ([[losses]] name = \"ce\")")
+    if not isinstance(spec["losses"], list) or not all(
+        isinstance(x, dict) and "name" in x for x in spec["losses"]
+    ):
+        raise UsageError(f"{where}: losses must be a list of tables, each with a name ([[losses]] name = "
+                         "\"ce\")")
     seeds = spec.get("seeds", list(DEFAULT_SEEDS))
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
         raise UsageError(f"{where}: seeds must be a non-empty list of integers")
     shared = {k: v for k, v in spec.items() if k in SHARED_KEYS}
     for key, value in shared.items():
@@ -193,19 +201,22 @@ def load_experiment(path: Path) -> Experiment:
         raise UsageError(f"{where}: split_seed is fixed and split_per_seed draws it from each seed; keep one")
     tune = _tune_spec(where, spec["tune"], seeds) if "tune" in spec else None
     if split_per_seed and tune is not None and not tune.per_seed:
-        raise UsageError(f"{where}: split_per_seed needs [tune] per_seed = true: one study would tune on images "
-                         "that other seeds' splits test on")
+        raise UsageError(f"{where}: split_per_seed needs [tune] per_seed = true: one study would tune on "
+                         "images that other seeds' splits test on")
     if tune is not None and tune.lr is not None and "lr" in shared:
         raise UsageError(f"{where}: lr is fixed at the top level and given a range in [tune]; keep one")
     cells = []
     for model, own in models:
         if tune is not None and tune.lr is not None and "optimizer" in own:
-            raise UsageError(f"{where}: model {model} sets its own optimizer while [tune] lr fixes one lr range for "
-                             "every model; leave [tune] lr out, and each cell searches its optimizer's range")
+            raise UsageError(f"{where}: model {model} sets its own optimizer while [tune] lr fixes one lr "
+                             "range for every model; leave [tune] lr out, and each cell searches its "
+                             "optimizer's range")
         for entry in spec["losses"]:
-            params = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k not in ("name", "lr")}
+            params = {k: tuple(v) if isinstance(v, list) else v for k,
+                      v in entry.items() if k not in ("name", "lr")}
             get_loss(entry["name"], shared["base_dir"])
-            resolve_loss_params(entry["name"], params, 10 if not params else _classes_hint(params), shared["base_dir"])
+            resolve_loss_params(entry["name"], params, 10 if not params else _classes_hint(params),
+                                shared["base_dir"])
             lr = entry.get("lr", own.get("lr", shared.get("lr")))
             _check_type(f"{where}: [[losses]] {entry['name']}", "lr", lr, RUN_FIELDS["lr"].type)
             config = RunConfig(model=model, loss=entry["name"], loss_params=params, dataset=spec["dataset"],
@@ -254,8 +265,8 @@ def _tune_spec(where: str, table, seeds: list[int]) -> TuneSpec:
     clashes = sorted({spec.tuning_seed(s) for s in seeds} & set(seeds))
     if clashes and not spec.per_seed:
         raise UsageError(
-            f"{where}: [tune] seed {spec.seed} is one of the eval seeds {seeds}; "
-            "tune on a seed of its own so that no eval run is the run its settings were chosen on"
+            f"{where}: [tune] seed {spec.seed} is one of the eval seeds {seeds}; tune on a seed of its own "
+            "so that no eval run is the run its settings were chosen on"
         )
     if clashes:
         raise UsageError(
@@ -268,9 +279,12 @@ def _tune_spec(where: str, table, seeds: list[int]) -> TuneSpec:
             raise UsageError(f"{where}: [tune] {key} must be one of {', '.join(choices)}, got {table[key]!r}")
     lr = table.get("lr")
     if lr is not None:
-        ok = (isinstance(lr, list) and len(lr) == 2
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in lr)
-              and 0 < lr[0] < lr[1])
+        ok = (
+            isinstance(lr, list)
+            and len(lr) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in lr)
+            and 0 < lr[0] < lr[1]
+        )
         if not ok:
             raise UsageError(f"{where}: [tune] lr must be [low, high] with 0 < low < high, got {lr!r}")
         lr = (float(lr[0]), float(lr[1]))

@@ -16,7 +16,8 @@ from bench.studies import fail_stale, open_point_queue, open_storage, states, wa
 from bench.train import find_resumable, run, run_identity
 
 
-def run_grid(configs: list[RunConfig], out_dir: Path, make_reporter, log=print, extras: list[dict] | None = None) -> Counter:
+def run_grid(configs: list[RunConfig], out_dir: Path, make_reporter, log=print,
+             extras: list[dict] | None = None) -> Counter:
     """Returns how many runs ended in each status ('skipped' for those already completed).
 
     `extras[i]` adds keys to run i's record (the `tuning` of a tuned study's eval runs).
@@ -26,17 +27,21 @@ def run_grid(configs: list[RunConfig], out_dir: Path, make_reporter, log=print, 
     ran, seconds = 0, 0.0
     for i, config in enumerate(configs, 1):
         start = time.perf_counter()
-        status = run_point(config, out_dir, make_reporter, label_of(i, len(configs), config), log, extras[i - 1])
+        status = run_point(config, out_dir, make_reporter, label_of(i, len(configs), config), log,
+                           extras[i - 1])
         tally[status] += 1
         if status != "skipped":  # the grid's pace from the runs it ran, not from the skipped ones
             ran, seconds = ran + 1, seconds + time.perf_counter() - start
             if i < len(configs):
-                log(f"  pace {duration(seconds / ran)} a run: about {duration(seconds / ran * (len(configs) - i))} "
-                    f"left for the {len(configs) - i} remaining (fewer if some are done)")
+                log(f"  pace {duration(seconds / ran)} a run: about "
+                    f"{duration(seconds / ran * (len(configs) - i))} left for the {len(configs) - i} "
+                    "remaining (fewer if some are done)")
     return tally
 
 
-def run_point(config: RunConfig, out_dir: Path, make_reporter, label: str, log, extra: dict | None = None) -> str:
+def run_point(
+    config: RunConfig, out_dir: Path, make_reporter, label: str, log, extra: dict | None = None
+) -> str:
     """Run one grid point (resuming it if it was interrupted); returns how it ended."""
     _, done = find_resumable(out_dir, run_identity(config, extra))
     if done is not None:
@@ -54,13 +59,17 @@ def run_point(config: RunConfig, out_dir: Path, make_reporter, label: str, log, 
         log(f"{label}: failed ({type(exc).__name__}: {exc})")
         return "failed"
     test = record["metrics"].get("test")
-    log(f"{label}: {record['status']} " + (f"test acc {test['accuracy']:.2%}" if test else record.get("reason", ""))
-        + f" ({duration(time.perf_counter() - start)})")
+    log(
+        f"{label}: {record['status']} "
+        + (f"test acc {test['accuracy']:.2%}" if test else record.get("reason", ""))
+        + f" ({duration(time.perf_counter() - start)})"
+    )
     return record["status"]
 
 
 def label_of(i: int, n: int, config: RunConfig) -> str:
-    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.loss_params.items()))
+    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k,
+                      v in sorted(config.loss_params.items()))
     return f"[{i}/{n}] {config.model} x {config.loss}{' ' + params if params else ''} seed {config.seed}"
 
 

@@ -99,7 +99,9 @@ def _decode_tree(source: Path, splits: tuple[str, ...], size: int, skip_bad: boo
     if not is_archive(source):  # an empty class folder is a mistake, not a class with no images
         for split in splits:
             for class_dir in (source / split).iterdir():
-                if class_dir.is_dir() and not any(f.suffix.lower() in IMAGE_SUFFIXES for f in class_dir.iterdir()):
+                if class_dir.is_dir() and not any(
+                    f.suffix.lower() in IMAGE_SUFFIXES for f in class_dir.iterdir()
+                ):
                     raise UsageError(f"class folder {class_dir} holds no images; remove it or add images")
     start, seen, shown = time.monotonic(), 0, 0.0
     for split, cls, name, data in walk(source, splits):
@@ -118,12 +120,14 @@ def _decode_tree(source: Path, splits: tuple[str, ...], size: int, skip_bad: boo
         log.info("decoded %s images in %.0f s", f"{seen:,}", time.monotonic() - start)
     if bad and not skip_bad:
         raise UsageError(
-            f"{len(bad)} unreadable image file(s) in {source}, first: {', '.join(bad[:3])}; "
-            "remove or replace them, or pass --skip-bad-images"
+            f"{len(bad)} unreadable image file(s) in {source}, first: {', '.join(bad[:3])}; remove or "
+            "replace them, or pass --skip-bad-images"
         )
     empty = [s for s in splits if not found[s]]
     if empty:
-        raise UsageError(f"{source} has no images under {'/, '.join(empty)}/ (expected SPLIT/<class>/<image>)")
+        raise UsageError(
+            f"{source} has no images under {'/, '.join(empty)}/ (expected SPLIT/<class>/<image>)"
+        )
     class_names = sorted(found[splits[0]])
     for split in splits[1:]:
         if sorted(found[split]) != class_names:

@@ -74,7 +74,8 @@ class EvalAccumulator:
         self.loss_sum += mean_loss.double() * n
         self.nll_sum += F.cross_entropy(logits, targets, reduction="sum").double()
         confidence, predicted = logits.softmax(1).max(1)
-        self.confusion += torch.bincount(targets * self.num_classes + predicted, minlength=self.num_classes**2)
+        self.confusion += torch.bincount(targets * self.num_classes + predicted,
+                                         minlength=self.num_classes**2)
         b = confidence_bin(confidence, self.bins)
         self.bin_count += torch.bincount(b, minlength=self.bins)
         self.bin_confidence += torch.bincount(b, weights=confidence.double(), minlength=self.bins)

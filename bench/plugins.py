@@ -76,16 +76,20 @@ def _resolve(kind: str, ref: str, base_dir: str | None, _stamp: str | None) -> P
             spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[module_name]
-            raise UsageError(f"{kind} {ref!r}: importing {path} failed: {type(exc).__name__}: {exc}") from None
+            raise UsageError(
+                f"{kind} {ref!r}: importing {path} failed: {type(exc).__name__}: {exc}"
+            ) from None
         source = {"ref": ref, "path": where, "sha256": sha256_of(path)}
     else:
         try:
             module = importlib.import_module(where)
         except ModuleNotFoundError as exc:
             if exc.name and where.startswith(exc.name):
-                raise UsageError(f"{kind} {ref!r}: no module named {exc.name!r} (use FILE.py:NAME for a file, "
-                                 "or install the package)") from None
-            raise UsageError(f"{kind} {ref!r}: importing {where} failed: ModuleNotFoundError: {exc}") from None
+                raise UsageError(f"{kind} {ref!r}: no module named {exc.name!r} (use FILE.py:NAME for a "
+                                 "file, or install the package)") from None
+            raise UsageError(
+                f"{kind} {ref!r}: importing {where} failed: ModuleNotFoundError: {exc}"
+            ) from None
         except Exception as exc:
             raise UsageError(f"{kind} {ref!r}: importing {where} ({getattr(exc, '__module__', '')}) failed: "
                              f"{type(exc).__name__}: {exc}") from None
@@ -94,7 +98,8 @@ def _resolve(kind: str, ref: str, base_dir: str | None, _stamp: str | None) -> P
                   "sha256": sha256_of(file) if file else None}
     if not hasattr(module, attr):
         defined = sorted(n for n in vars(module) if not n.startswith("_"))[:12]
-        raise UsageError(f"{kind} {ref!r}: {where} has no {attr!r} (it defines: {', '.join(defined) or 'nothing'})")
+        raise UsageError(f"{kind} {ref!r}: {where} has no {attr!r} (it defines: "
+                         f"{', '.join(defined) or 'nothing'})")
     return Plugin(getattr(module, attr), source)
 
 

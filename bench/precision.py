@@ -22,7 +22,8 @@ BF16_MAX_LOSS_ERROR = 2e-3
 BF16_MAX_GRAD_ERROR = 0.1
 
 
-NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}  # autocast dtype -> the name records use
+# autocast dtype -> the name records use
+NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,8 @@ def choose_precision(requested: str, device: torch.device, macs: int | None, los
     if not cpu_has_native_bf16():
         return Precision(None, "auto: this CPU has no native bf16 (AVX512-BF16 or AMX), so fp32")
     if macs is not None and macs < BF16_MIN_MACS:
-        return Precision(None, f"auto: {macs / 1e6:.2f} M MACs per image is below {BF16_MIN_MACS / 1e6:g} M, "
-                               "where bf16 does not pay on a CPU, so fp32")
+        return Precision(None, f"auto: {macs / 1e6:.2f} M MACs per image is below {BF16_MIN_MACS / 1e6:g} "
+                               "M, where bf16 does not pay on a CPU, so fp32")
     return Precision(torch.bfloat16, "auto: bf16, native on this CPU")
 
 

@@ -107,7 +107,8 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 def write_history_csv(path: Path, history: list[dict]) -> None:
     """The record's per-epoch history as CSV (columns in the order of the first epoch), atomically."""
     text = io.StringIO()
-    columns = list(history[0]) if history else ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+    columns = list(history[0]) if history else ["epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                                                "lr", "seconds"]
     writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)

@@ -19,9 +19,9 @@ def duration(seconds: float) -> str:
 
 def format_epoch(entry: dict, epochs: int) -> str:
     return (
-        f"epoch {entry['epoch']}/{epochs}  train loss {entry['train_loss']:.4f} "
-        f"acc {entry['train_acc']:.2%}  val loss {entry['val_loss']:.4f} acc {entry['val_acc']:.2%}  "
-        f"lr {entry['lr']:.3g}  {entry['seconds']:.1f}s"
+        f"epoch {entry['epoch']}/{epochs}  train loss {entry['train_loss']:.4f} acc "
+        f"{entry['train_acc']:.2%}  val loss {entry['val_loss']:.4f} acc {entry['val_acc']:.2%}  lr "
+        f"{entry['lr']:.3g}  {entry['seconds']:.1f}s"
     )
 
 
@@ -92,7 +92,8 @@ def print_summary(record: dict, path: str, console: Console | None = None) -> No
     title = f"{cfg['model']} x {cfg['loss']} on {record['dataset']['name']} (seed {cfg['seed']})"
     if test is None:
         console.print(f"[bold]{title}[/]: run {record['status']} - {record.get('reason', '')}")
-        console.print(f"record: {path}", soft_wrap=True, highlight=False)  # a path a script can copy: never wrapped
+        # a path a script can copy: never wrapped
+        console.print(f"record: {path}", soft_wrap=True, highlight=False)
         return
     head = Table(title=title, show_header=True)
     for col in ("status", "test acc", "macro-F1", "NLL", "ECE", "train s", "img/s"):

@@ -97,7 +97,8 @@ def measure_speed(config: RunConfig, steps: int = 30, warmup: int = 5) -> dict:
     result: dict = {"compile_seconds": None}
     net = model
     if config.compile:
-        net, result["compile_seconds"] = compile_model(model, criterion, runtime, next(train_batches.epoch(0)))
+        net, result["compile_seconds"] = compile_model(model, criterion, runtime,
+                                                       next(train_batches.epoch(0)))
 
     def step(x, y):
         train_step(net, criterion, optimizer, scaler, runtime, x, y)

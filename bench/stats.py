@@ -72,7 +72,8 @@ def paired_comparison(candidate, baseline, confidence: float = 0.95) -> Paired:
     p = math.nan
     if len(a) >= 2 and np.ptp(a - b) > 0:
         p = float(stats.ttest_rel(a, b).pvalue)
-    return Paired(diff.mean, diff.ci_low, diff.ci_high, p, len(a), detectable_difference(diff.std, len(a), 1 - confidence))
+    return Paired(diff.mean, diff.ci_low, diff.ci_high, p, len(a),
+                  detectable_difference(diff.std, len(a), 1 - confidence))
 
 
 def compare_by_seed(candidate: dict[int, float], baseline: dict[int, float]) -> Paired:

@@ -74,8 +74,8 @@ def open_storage(url: str):
                 serialize_sqlite_transactions(storage.engine)
             return storage
         except ImportError as exc:
-            raise UsageError(f"storage {url!r} needs a database driver: {exc} "
-                             "(for PostgreSQL: pip install 'psycopg[binary]')") from None
+            raise UsageError(f"storage {url!r} needs a database driver: {exc} (for PostgreSQL: pip install "
+                             "'psycopg[binary]')") from None
         except Exception as exc:  # several workers creating the schema at once: try again
             error = exc
             time.sleep(0.5 + random.random())
@@ -98,15 +98,17 @@ def check_journal(path: Path) -> None:
         side.write_bytes(data[keep:])
         with open(path, "r+b") as f:
             f.truncate(keep)
-        log.warning("warning: the last line of %s was cut short (a stopped writer); it was moved to %s and the "
-                    "trial it described will run again", path, side)
+        log.warning("warning: the last line of %s was cut short (a stopped writer); it was moved to %s and "
+                    "the trial it described will run again", path, side)
         data = data[:keep]
     for number, line in enumerate(data.splitlines(), 1):
         try:
             json.loads(line)
         except ValueError:
-            raise UsageError(f"{path} line {number} is not a complete journal entry; restore the file (for a "
-                             "published board: git checkout it) or delete the line, losing that trial") from None
+            raise UsageError(
+                f"{path} line {number} is not a complete journal entry; restore the file (for a published "
+                "board: git checkout it) or delete the line, losing that trial"
+            ) from None
 
 
 def serialize_sqlite_transactions(engine) -> None:

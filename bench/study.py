@@ -30,7 +30,16 @@ from bench.config import tuned_lr_note
 from bench.errors import UsageError
 from bench.experiment import Cell, Experiment, TuneSpec
 from bench.grids import run_grid, run_grid_shared
-from bench.studies import fail_stale, is_journal, open_storage, open_study, quiet_optuna, requeue_stopped, states, wait
+from bench.studies import (
+    fail_stale,
+    is_journal,
+    open_storage,
+    open_study,
+    quiet_optuna,
+    requeue_stopped,
+    states,
+    wait,
+)
 from bench.tuning import (
     OBJECTIVES,
     SearchSpace,
@@ -60,7 +69,8 @@ def _budget(spec: TuneSpec) -> dict:
 
 def cell_id(cell: Cell, spec: TuneSpec) -> str:
     """A cell's identity across its eval seeds (per-seed studies differ in seed and split only)."""
-    identity = json.dumps({"cell": replace(cell.config, seed=0, split_seed=0).config_hash(), "lr_fixed": cell.lr_fixed,
+    identity = json.dumps({"cell": replace(cell.config, seed=0, split_seed=0).config_hash(),
+                           "lr_fixed": cell.lr_fixed,
                            "budget": _budget(spec)}, sort_keys=True)
     return hashlib.sha1(identity.encode()).hexdigest()[:8]
 
@@ -69,7 +79,8 @@ def study_name(cell: Cell, spec: TuneSpec, config=None, eval_seed: int | None = 
     """Stable per cell, tuning budget and (per-seed mode) eval seed: readable model, loss and
     dataset, then a hash of the rest. `config` is the cell on that eval seed (its split)."""
     config = config or cell.config
-    identity = json.dumps({"cell": spec.trial_config(config, eval_seed or 0).config_hash(), "lr_fixed": cell.lr_fixed,
+    identity = json.dumps({"cell": spec.trial_config(config, eval_seed or 0).config_hash(),
+                           "lr_fixed": cell.lr_fixed,
                            "budget": _budget(spec)}, sort_keys=True)
     name = f"tune-{cell.config.dataset}-{cell.config.model}-{cell.config.loss}"
     if spec.per_seed:
@@ -111,10 +122,13 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, url: str, log, con
         else:
             break
     if not states(study, "COMPLETE"):
-        raise UsageError(f"no tuning trial of {name} completed (all pruned or diverged); widen [tune] lr or epochs")
+        raise UsageError(f"no tuning trial of {name} completed (all pruned or diverged); widen [tune] lr or "
+                         "epochs")
     best = best_trial(study, spec.objective)
-    return info | {"study": name, "trials": finished, "best_value": best.value, "params": space.values(best.params),
-                   "lr_grid": grid, "split_seed": config.split_seed, **search_evidence(study, spec.objective, best)}
+    return info | {"study": name, "trials": finished, "best_value": best.value,
+                   "params": space.values(best.params),
+                   "lr_grid": grid, "split_seed": config.split_seed,
+                   **search_evidence(study, spec.objective, best)}
 
 
 def eval_config(cell: Cell, spec: TuneSpec, tuning: dict, config):
@@ -123,7 +137,9 @@ def eval_config(cell: Cell, spec: TuneSpec, tuning: dict, config):
     return space.apply(tuning["params"], config)
 
 
-def run_study(experiment: Experiment, out: Path, storage_url: str | None, make_reporter, log=print) -> Counter:
+def run_study(
+    experiment: Experiment, out: Path, storage_url: str | None, make_reporter, log=print
+) -> Counter:
     """Both stages of a tuned experiment; returns the eval runs' statuses as `bench grid` counts them."""
     quiet_optuna()
     spec = experiment.tune
@@ -138,7 +154,9 @@ def run_study(experiment: Experiment, out: Path, storage_url: str | None, make_r
             tuning = single or tune_cell(cell, spec, storage, out / TUNING_DIR, url, log, config, seed)
             if single is None or seed == experiment.seeds[0]:
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in tuning["params"].items()) or "nothing tuned"
-                log(f"{label}{f' seed {seed}' if single is None else ''}: {shown} ({tuning['trials']} trials)")
+                log(
+                    f"{label}{f' seed {seed}' if single is None else ''}: {shown} ({tuning['trials']} trials)"
+                )
                 if note := tuned_lr_note(tuning):
                     log(f"  warning: {note}; widen [tune] lr = [low, high] (every cell is then tuned anew)")
             configs.append(eval_config(cell, spec, tuning, config))

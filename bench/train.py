@@ -16,7 +16,14 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.checkpoint import CHECKPOINT_NAME, Interrupted, graceful_stop, load_checkpoint, restore_rng_states, save_checkpoint
+from bench.checkpoint import (
+    CHECKPOINT_NAME,
+    Interrupted,
+    graceful_stop,
+    load_checkpoint,
+    restore_rng_states,
+    save_checkpoint,
+)
 from bench.config import RunConfig
 from bench.datasets import DataSplits, check_splits, prepare_splits
 from bench.errors import OutOfMemory, StorageError, UsageError
@@ -27,7 +34,8 @@ from bench.models import BuiltModel, build_model, check_model, plugin_sources
 from bench.precision import NAMES as PRECISION_NAMES
 from bench.precision import bf16_safe, choose_precision
 from bench.record import (
-    HISTORY_NAME, RECORD_NAME, RUN_INFO_NAME, SCHEMA_VERSION, environment, find_resumable, new_run_id, utc_now,
+    HISTORY_NAME, RECORD_NAME, RUN_INFO_NAME, SCHEMA_VERSION, environment, find_resumable, new_run_id,
+    utc_now,
     write_history_csv, write_json_atomic,
 )
 from bench.report import QuietReporter
@@ -63,7 +71,9 @@ class Runtime:
 def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    dev = torch.device(
+        "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     return dev
@@ -95,7 +105,8 @@ def check_outputs_are_logits(model: nn.Module, data: DataSplits, name: str, devi
                              allow_prob_outputs: bool = False) -> None:
     """Refuse a model whose outputs are probabilities: every loss applies its own softmax, and a
     softmax inside the model too (the double-softmax bug) saturates the gradients."""
-    batch = TensorBatches(data.train.subset(torch.arange(min(64, len(data.train)))), 64, data.mean, data.std, device)
+    batch = TensorBatches(data.train.subset(torch.arange(min(64, len(data.train)))), 64, data.mean, data.std,
+                          device)
     x, _ = next(batch.epoch(0))
     with torch.no_grad():
         was_training = model.training
@@ -107,11 +118,13 @@ def check_outputs_are_logits(model: nn.Module, data: DataSplits, name: str, devi
         raise UsageError(f"model {name} returns {got} for a batch of {len(x)} images of shape "
                          f"{tuple(data.input_shape)}; expected logits {expected} (one per class)")
     out = out.float()
-    if not allow_prob_outputs and (out >= 0).all() and torch.allclose(out.sum(1), torch.ones(len(out), device=device), atol=1e-3):
+    if not allow_prob_outputs and (out >= 0).all() and torch.allclose(out.sum(1),
+                                                                      torch.ones(len(out), device=device),
+                                                                      atol=1e-3):
         raise UsageError(
-            f"model {name} outputs probabilities (non-negative, rows sum to 1), but losses take raw "
-            "logits and apply their own softmax (a double softmax); return logits, or pass "
-            "--allow-prob-outputs to train it anyway"
+            f"model {name} outputs probabilities (non-negative, rows sum to 1), but losses take raw logits "
+            "and apply their own softmax (a double softmax); return logits, or pass --allow-prob-outputs "
+            "to train it anyway"
         )
 
 
@@ -132,14 +145,18 @@ def make_schedule(config: RunConfig, optimizer: torch.optim.Optimizer, total_ste
     """Per-step schedule: cosine to zero, x0.1 at 50% and 75% of training, or constant; with
     `warmup_epochs`, first a linear ramp from 1/warm-up steps of the lr to all of it."""
     if config.schedule == "cosine":
-        factor = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))  # noqa: E731
+        def factor(step):
+            return 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
     elif config.schedule == "step":
-        factor = lambda step: 0.1 ** ((step >= total_steps // 2) + (step >= total_steps * 3 // 4))  # noqa: E731
+        def factor(step):
+            return 0.1 ** ((step >= total_steps // 2) + (step >= total_steps * 3 // 4))
     else:
-        factor = lambda step: 1.0  # noqa: E731
+        def factor(step):
+            return 1.0
     warmup = round(total_steps * config.warmup_epochs / config.epochs)
     if warmup:
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * factor(step))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                 lambda step: min(1.0, (step + 1) / warmup) * factor(step))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -162,7 +179,8 @@ def compile_model(model: nn.Module, criterion: nn.Module, runtime: Runtime, batc
     return compiled, time.perf_counter() - start
 
 
-def train_step(model, criterion, optimizer, scaler, runtime: Runtime, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(model, criterion, optimizer, scaler, runtime: Runtime, x, y) -> tuple[torch.Tensor,
+                                                                                     torch.Tensor]:
     """One optimisation step; returns the logits and the loss (both still on the device)."""
     with runtime.autocast():
         logits = model(x)
@@ -220,7 +238,8 @@ def _build(config: RunConfig, data: DataSplits, device: torch.device, weights: b
     pretrained or given weights (for counting MACs on the meta device)."""
     try:
         built = build_model(config.model, data.input_shape, len(data.class_names), config.stem,
-                            config.pretrained and weights, config.weights if weights else None, config.base_dir)
+                            config.pretrained and weights, config.weights if weights else None,
+                            config.base_dir)
     except ValueError as exc:
         raise UsageError(f"model {config.model} cannot take {data.input_shape} inputs: {exc}") from None
     built.module = built.module.to(device)
@@ -248,7 +267,10 @@ def model_macs(config: RunConfig, data: DataSplits) -> int:
 def materialize_lazy(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> None:
     """Lazy modules (nn.LazyLinear, ...) get their shapes from one forward on a batch of the
     dataset's shape, before parameters are counted and the optimizer is built."""
-    if any(isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params() for m in model.modules()):
+    if any(
+        isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()
+        for m in model.modules()
+    ):
         was_training = model.training
         with torch.no_grad():
             model.eval()(torch.zeros(2, *input_shape, device=device))
@@ -269,7 +291,8 @@ def check_loss(criterion: nn.Module, name: str, num_classes: int, device: torch.
                          f"{type(exc).__name__}: {exc}") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 0:
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise UsageError(f"loss {name!r} returned {shape} for a batch of 4; a loss returns a scalar (reduce over the batch)")
+        raise UsageError(f"loss {name!r} returned {shape} for a batch of 4; a loss returns a scalar (reduce "
+                         "over the batch)")
     if not out.requires_grad:
         raise UsageError(f"loss {name!r} returned a value that does not depend on the logits (no gradient)")
     criterion.load_state_dict(state)  # a stateful loss (ghm-c) forgets this probe
@@ -293,7 +316,8 @@ def prepare(config: RunConfig) -> Setup:
 
 def sources(config: RunConfig) -> dict:
     """`sources` of a record whose model or loss is a user's file or module (ref, path, sha256)."""
-    found = {"model": plugin_sources(config.model, config.base_dir), "loss": loss_sources(config.loss, config.base_dir)}
+    found = {"model": plugin_sources(config.model, config.base_dir),
+             "loss": loss_sources(config.loss, config.base_dir)}
     return {k: v for k, v in found.items() if v}
 
 
@@ -315,8 +339,9 @@ STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ED
 
 def storage_error(exc: OSError, out_dir: Path) -> StorageError:
     where = exc.filename or out_dir
-    return StorageError(f"cannot write {where}: {exc.strerror or exc}; free space or choose a writable --out, then "
-                        "rerun with --resume: records already written and the last good checkpoint are kept")
+    return StorageError(f"cannot write {where}: {exc.strerror or exc}; free space or choose a writable "
+                        "--out, then rerun with --resume: records already written and the last good "
+                        "checkpoint are kept")
 
 
 def run(
@@ -349,7 +374,8 @@ def _run(
     config_hash = run_identity(config, extra)  # looked up before any data is decoded or model built
     folder, completed = find_resumable(out_dir, config_hash) if resume else (None, None)
     if completed is not None:
-        log.info("already completed: %s (nothing to resume; its record is shown as it is)", folder / RECORD_NAME)
+        log.info("already completed: %s (nothing to resume; its record is shown as it is)",
+                 folder / RECORD_NAME)
         return completed, folder / RECORD_NAME
     setup = prepare(config)
     runtime, data, loss_params = setup.runtime, setup.data, setup.loss_params
@@ -367,7 +393,8 @@ def _run(
     checkpoint_path = folder / CHECKPOINT_NAME
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
     if checkpoint is not None:
-        log.info("resuming run %s from epoch %d, step %d (its checkpoint)", folder.name, checkpoint["epoch"] + 1,
+        log.info("resuming run %s from epoch %d, step %d (its checkpoint)", folder.name,
+                 checkpoint["epoch"] + 1,
                  checkpoint["step"])
     elif unfinished:
         log.info("resuming run %s from its start: it stopped before its first checkpoint", folder.name)
@@ -398,7 +425,8 @@ def _run(
         "history": [],
         "metrics": {},
         "timing": {"setup_seconds": time.perf_counter() - setup_start},
-        "resumed_from": None if checkpoint is None else {"epoch": checkpoint["epoch"], "step": checkpoint["step"]},
+        "resumed_from": None if checkpoint is None else {"epoch": checkpoint["epoch"],
+                                                         "step": checkpoint["step"]},
         "env": environment(runtime.device),
         **({"sources": found} if (found := sources(config)) else {}),
         **({"warnings": setup.warnings} if setup.warnings else {}),
@@ -416,7 +444,8 @@ def _run(
                     if not config.auto_batch or batch_size == 1:
                         raise OutOfMemory(
                             f"out of memory on {record['env']['device_name']} at batch size {batch_size}; "
-                            f"try --batch-size {max(1, batch_size // 2)}, or --auto-batch to halve until it fits"
+                            f"try --batch-size {max(1, batch_size // 2)}, or --auto-batch to halve until it "
+                            "fits"
                         ) from None
                     batch_size //= 2  # start again from the same initial weights
                     if runtime.device.type == "cuda":
@@ -499,7 +528,8 @@ def train_and_test(
 
     net = model  # what runs forward; `model` is what checkpoints hold
     if config.compile:
-        net, record["timing"]["compile_seconds"] = compile_model(model, criterion, runtime, next(train_batches.epoch(0)))
+        net, record["timing"]["compile_seconds"] = compile_model(model, criterion, runtime,
+                                                                 next(train_batches.epoch(0)))
 
     reporter.start(f"{config.model} x {config.loss}", config.epochs, len(train_batches))
     for epoch in range(pos["epoch"], config.epochs):
@@ -508,7 +538,8 @@ def train_and_test(
         start = time.perf_counter()
         loss_sum = torch.tensor(pos["loss_sum"] if resume_step else 0.0, dtype=torch.float64, device=device)
         correct = torch.tensor(pos["correct"] if resume_step else 0, dtype=torch.long, device=device)
-        first_bad_step = torch.tensor(pos["first_bad_step"] if resume_step else -1, dtype=torch.long, device=device)
+        first_bad_step = torch.tensor(pos["first_bad_step"] if resume_step else -1, dtype=torch.long,
+                                      device=device)
         seconds_before = pos["epoch_seconds"] if resume_step else 0.0
         lr = config.lr * schedule.lr_lambdas[0](epoch * len(train_batches))  # at the epoch's start
         for step, (x, y) in enumerate(train_batches.epoch(epoch)):

@@ -18,7 +18,16 @@ from bench.config import LR_RANGES, RunConfig, lr_edge_note
 from bench.errors import UsageError
 from bench.losses import get_loss
 from bench.report import QuietReporter
-from bench.studies import GRID_ATTR, enqueue, open_storage, open_study, quiet_optuna, requeue_stopped, states, worker_tag
+from bench.studies import (
+    GRID_ATTR,
+    enqueue,
+    open_storage,
+    open_study,
+    quiet_optuna,
+    requeue_stopped,
+    states,
+    worker_tag,
+)
 from bench.train import RunStopped, run
 
 WEIGHT_DECAY_RANGE = (1e-5, 1e-2)
@@ -56,7 +65,9 @@ class SearchSpace:
     weight_decay: bool = False
 
     @classmethod
-    def of(cls, config: RunConfig, lr_fixed: bool, lr_range=None, weight_decay: bool = False) -> "SearchSpace":
+    def of(
+        cls, config: RunConfig, lr_fixed: bool, lr_range=None, weight_decay: bool = False
+    ) -> "SearchSpace":
         """Everything the user left open: lr unless given, loss hyperparameters not in config.loss_params."""
         lr = None if lr_fixed else (lr_range or LR_RANGES[config.optimizer])
         return cls(lr, tuple(tunable_params(config.loss, config.loss_params, config.base_dir)), weight_decay)
@@ -83,7 +94,8 @@ class SearchSpace:
     def apply(self, params: dict, config: RunConfig) -> RunConfig:
         """The config with a trial's tuned values (the best trial's, for the eval runs)."""
         values = self.values(params)
-        return replace(config, lr=values.get("lr", config.lr), weight_decay=values.get("weight_decay", config.weight_decay),
+        return replace(config, lr=values.get("lr", config.lr),
+                       weight_decay=values.get("weight_decay", config.weight_decay),
                        loss_params={**config.loss_params, **{k: values[k] for k in self.loss_params}})
 
 
@@ -151,7 +163,8 @@ def search_evidence(study, objective: str, best) -> dict:
     accuracy. A span over many lr values means the objective is flat there: the best lr is noise."""
     done = states(study, "COMPLETE")
     tied = sum(t.value == best.value for t in done)
-    evidence = {"completed_trials": len(done), "tied_with_best": tied, "all_tied": len(done) > 1 and tied == len(done)}
+    evidence = {"completed_trials": len(done), "tied_with_best": tied,
+                "all_tied": len(done) > 1 and tied == len(done)}
     n_val = best.user_attrs.get("val_size")
     if objective == "val_acc" and n_val and "lr" in best.params:
         se = math.sqrt(max(best.value * (1 - best.value), 1e-12) / n_val)
@@ -172,14 +185,17 @@ def trial_objective(config: RunConfig, space: SearchSpace, out: Path, objective:
     key = OBJECTIVES[objective][0]
 
     def objective_fn(trial) -> float:
-        trial.set_user_attr("worker", worker_tag())  # lets a later start tell a killed run's trial from a live one
+        # lets a later start tell a killed run's trial from a live one
+        trial.set_user_attr("worker", worker_tag())
         try:
-            record, _ = run(space.suggest(trial, config), out / TRIALS_DIR, PruningReporter(trial, key), resume=True,
+            record, _ = run(space.suggest(trial, config), out / TRIALS_DIR, PruningReporter(trial, key),
+                            resume=True,
                             test=False, extra={"trial": {"study": study_name, "number": trial.number}})
         except RunStopped:
             raise optuna.TrialPruned()
         except (Interrupted, KeyboardInterrupt):  # the latter: SIGINT outside the training loop's handler
-            trial.set_user_attr("interrupted", True)  # re-queued by the next tune / study (requeue_interrupted)
+            # re-queued by the next tune / study (requeue_interrupted)
+            trial.set_user_attr("interrupted", True)
             raise
         if record["status"] != "completed":
             raise optuna.TrialPruned()  # diverged: nothing to learn from its value
@@ -199,7 +215,8 @@ def trial_objective(config: RunConfig, space: SearchSpace, out: Path, objective:
 
 def tune(
     config: RunConfig, trials: int, out: Path, storage: str | None = None, study_name: str | None = None,
-    objective: str = "val_acc", pruner: str = "hyperband", tune_weight_decay: bool = False, lr_fixed: bool = False,
+    objective: str = "val_acc", pruner: str = "hyperband", tune_weight_decay: bool = False,
+    lr_fixed: bool = False,
     log=print,
 ):
     """Run `trials` more trials of the study; returns (study, path of the best-parameters file).
@@ -213,15 +230,20 @@ def tune(
     space = SearchSpace.of(config, lr_fixed, weight_decay=tune_weight_decay)
     if not space.lr and not space.loss_params and not space.weight_decay:
         raise UsageError(f"nothing to tune: lr and every tunable hyperparameter of {config.loss} are given")
-    study = open_study(study_name, open_storage(url), OBJECTIVES[objective][1], make_pruner(pruner, config.epochs))
+    study = open_study(study_name, open_storage(url), OBJECTIVES[objective][1],
+                       make_pruner(pruner, config.epochs))
     # several `bench tune` processes may share a journal: only a gone process's RUNNING trial is a leftover
     requeue_stopped(study, url, one_worker=False)
     # reseed per invocation so that a resumed study does not replay its first random draws
     study.sampler = make_sampler(config.seed + len(study.trials), len(study.trials) + trials)
-    study.optimize(trial_objective(config, space, out, objective, study_name, log, len(study.trials) + trials),
-                   n_trials=trials, catch=())
+    study.optimize(
+        trial_objective(config, space, out, objective, study_name, log, len(study.trials) + trials),
+        n_trials=trials,
+        catch=(),
+    )
     if not states(study, "COMPLETE"):
-        raise UsageError(f"no trial of study {study_name} completed (all pruned or diverged); widen the budget")
+        raise UsageError(f"no trial of study {study_name} completed (all pruned or diverged); widen the "
+                         "budget")
     best = best_trial(study, objective)
     best_path = out / f"{study_name}.best.json"
     tuned = space.apply(best.params, config)
@@ -252,11 +274,16 @@ def load_params(path: Path, loss: str) -> dict:
         raise UsageError(f"--params {path} must hold a JSON object")
     unknown = sorted(set(data) - PARAMS_KEYS - PARAMS_INFO)
     if unknown:
-        raise UsageError(f"--params {path}: unknown key {', '.join(unknown)}; accepted: {', '.join(sorted(PARAMS_KEYS | PARAMS_INFO))}")
+        raise UsageError(f"--params {path}: unknown key {', '.join(unknown)}; accepted: "
+                         f"{', '.join(sorted(PARAMS_KEYS | PARAMS_INFO))}")
     if data.get("loss", loss) != loss:
         raise UsageError(f"--params {path} was tuned for loss {data['loss']!r}, not {loss!r}")
     for key in ("lr", "weight_decay"):
-        if key in data and (isinstance(data[key], bool) or not isinstance(data[key], (int, float)) or not math.isfinite(data[key])):
+        if key in data and (
+            isinstance(data[key], bool)
+            or not isinstance(data[key], (int, float))
+            or not math.isfinite(data[key])
+        ):
             raise UsageError(f"--params {path}: {key} must be a number, got {data[key]!r}")
     if not isinstance(data.get("loss_params", {}), dict):
         raise UsageError(f"--params {path}: loss_params must be an object")

@@ -48,8 +48,8 @@ def noisy_labels(train: ImageSet, rate: float, kind: str, generator: torch.Gener
         missing = sorted({*CIFAR10_PAIR_FLIPS, *CIFAR10_PAIR_FLIPS.values()} - set(train.class_names))
         if missing:
             raise UsageError(
-                f"--noise-type asymmetric flips CIFAR-10 class pairs, but this dataset lacks {', '.join(missing)}; "
-                "use --noise-type symmetric"
+                "--noise-type asymmetric flips CIFAR-10 class pairs, but this dataset lacks "
+                f"{', '.join(missing)}; use --noise-type symmetric"
             )
         for source, target in CIFAR10_PAIR_FLIPS.items():
             members = torch.nonzero(train.labels == train.class_names.index(source)).squeeze(1)

@@ -26,8 +26,8 @@ def sensitivity(test, p_holm: float) -> str:
     """What 'not separable' can still hide: the difference the paired test would have found."""
     if math.isnan(test.detectable) or math.isnan(p_holm) or p_holm < ALPHA:
         return ""
-    return (f" (with {test.n} paired seeds this test finds a true difference of ±{test.detectable * 100:.2f} pp "
-            f"{POWER:.0%} of the time, before correction)")
+    return (f" (with {test.n} paired seeds this test finds a true difference of "
+            f"±{test.detectable * 100:.2f} pp {POWER:.0%} of the time, before correction)")
 
 
 def answers(groups: list[Group], comparisons: list[Comparison], shots: Shots | None = None) -> list[str]:
@@ -39,14 +39,14 @@ def answers(groups: list[Group], comparisons: list[Comparison], shots: Shots | N
     if not any(g.learned for g in groups):
         chance = groups[0].chance
         lines.append(f"- **No winner:** every configuration is within {CHANCE_MARGIN * 100:g} pp of chance "
-                     f"({chance * 100:.0f}% on {round(1 / chance)} classes), so these runs did not learn and rank "
-                     "nothing; train longer or on more images.")
+                     f"({chance * 100:.0f}% on {round(1 / chance)} classes), so these runs did not learn "
+                     "and rank nothing; train longer or on more images.")
     for model in sorted({g.model for g in groups}):
         mine = rank_rows([g for g in groups if g.model == model])
         best, acc = mine[0], mine[0].summary("accuracy")
         if not any(g.learned for g in mine):
-            lines.append(f"- **{model}**: no winner: every loss is at chance level "
-                         f"(best {acc.mean * 100:.2f}% against {best.chance * 100:.0f}% chance)")
+            lines.append(f"- **{model}**: no winner: every loss is at chance level (best "
+                         f"{acc.mean * 100:.2f}% against {best.chance * 100:.0f}% chance)")
             continue
         head = f"- **{model}**: best **{best.loss}**, {acc.mean * 100:.2f}% over {plural(acc.n, 'seed')}"
         if best.is_baseline:
@@ -61,14 +61,16 @@ def answers(groups: list[Group], comparisons: list[Comparison], shots: Shots | N
             c = tests[id(best)]
             t, p = c.test, c.p_holm
             head += f"; vs ce {t.mean_diff * 100:+.2f} pp" + (
-                f" ({NO_TEST})" if math.isnan(p) else f", p_Holm {p:.2g}: **{separable(p)} from ce** at {ALPHA:g}")
+                f" ({NO_TEST})" if math.isnan(p) else f", p_Holm {p:.2g}: **{separable(p)} from ce** at "
+                                                      f"{ALPHA:g}")
             head += sensitivity(t, p)
         else:
             head += "; no plain-ce baseline on the same seeds to test against"
         verdicts = [tests[id(g)] for g in mine if id(g) in tests]
         if verdicts:
             head += (f"; against ce (margin ±{verdicts[0].margin * 100:g} pp): " + ", ".join(
-                f"{c.group.loss} **{c.verdict}**" + ("" if math.isnan(c.p_better) else f" (P(beats ce) {c.p_better:.2f})")
+                f"{c.group.loss} **{c.verdict}**" + ("" if math.isnan(c.p_better) else " (P(beats ce) "
+                                                                                       f"{c.p_better:.2f})")
                 for c in verdicts))
         if shots and id(best) in tests:
             base = tests[id(best)].base
@@ -89,9 +91,9 @@ def answers(groups: list[Group], comparisons: list[Comparison], shots: Shots | N
 def per_seed_note(groups: list[Group]) -> str:
     modes = {(g.tuning or {}).get("mode") for g in groups if g.tuning}
     if modes == {"per_seed"}:
-        return ("Each seed tuned its own values in its own study (its own tuning seed and train/val partition), "
-                "so these tests include the search's own luck.")
+        return ("Each seed tuned its own values in its own study (its own tuning seed and train/val "
+                "partition), so these tests include the search's own luck.")
     if "single" in modes or None in modes:
-        return ("One study per row chose the values every seed uses: the tests do not see that search's luck, "
-                "which can move a whole row.")
+        return ("One study per row chose the values every seed uses: the tests do not see that search's "
+                "luck, which can move a whole row.")
     return ""

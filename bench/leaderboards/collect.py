@@ -15,7 +15,8 @@ from bench.stats import (
     summarize,
 )
 
-SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "warmup_epochs", "weight_decay", "limit_train",
+SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "warmup_epochs", "weight_decay",
+            "limit_train",
             "limit_test", "image_size", "augment", "precision")
 
 
@@ -74,7 +75,9 @@ def per_seed_loss_label(records: list[dict]) -> str:
     spans = []
     for key in sorted(tuned, key=lambda k: (k != "lr", k)):
         values = [r["tuning"]["params"][key] for r in records if key in r["tuning"]["params"]]
-        spans.append(f"{key} {min(values):.3g}" + (f"–{max(values):.3g}" if max(values) != min(values) else ""))
+        spans.append(
+            f"{key} {min(values):.3g}" + (f"–{max(values):.3g}" if max(values) != min(values) else "")
+        )
     label = loss_label(config["loss"], fixed)
     return f"{label} (tuned per seed: {', '.join(spans)})" if spans else label
 

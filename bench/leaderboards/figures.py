@@ -49,9 +49,11 @@ def plots(groups: list[Group], out: Path, name: str) -> dict[str, str]:
     facet = sns.relplot(data=curves, x="epoch", y="%", hue="loss", col="model", row="metric", kind="line",
                         height=2.6, aspect=1.4, errorbar=t_band, facet_kws={"sharey": False})
     facet.set_titles("{col_name}: {row_name}")
-    sns.move_legend(facet, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=1, frameon=False)  # long tuned labels
+    # long tuned labels
+    sns.move_legend(facet, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=1, frameon=False)
     facet.figure.subplots_adjust(right=0.97)  # give back the width kept for the legend on the right
-    facet.figure.suptitle(f"{name}: validation accuracy and macro-F1 by epoch (mean, 95% band over seeds)", y=1.03)
+    facet.figure.suptitle(f"{name}: validation accuracy and macro-F1 by epoch (mean, 95% band over seeds)",
+                          y=1.03)
     files["curves"] = f"{slug(name)}-curves.png"
     facet.figure.savefig(out / files["curves"], dpi=110, bbox_inches="tight")
     plt.close(facet.figure)
@@ -75,7 +77,8 @@ def search_points(groups: list[Group], trials: list[dict]) -> pd.DataFrame:
     row (loss) it tuned for, and whether the pruner stopped it."""
     label_of = {r["tuning"]["study"]: (g.model, g.loss) for g in groups for r in g.records
                 if (r.get("tuning") or {}).get("study")}
-    objective = next((g.tuning["objective"] for g in groups if g.tuning and g.tuning.get("objective")), "val_acc")
+    objective = next((g.tuning["objective"] for g in groups if g.tuning and g.tuning.get("objective")),
+                     "val_acc")
     rows = []
     for r in trials:
         study = r.get("trial", {}).get("study")
@@ -83,10 +86,20 @@ def search_points(groups: list[Group], trials: list[dict]) -> pd.DataFrame:
             continue
         value = r["history"][-1][objective]
         model, loss = label_of[study]
-        rows.append({"model": model, "loss": loss, "lr": r["config"]["lr"], "objective": objective,
-                     "value": 100 * value if objective == "val_acc" else value,
-                     "trial": "pruned" if r["status"] == "pruned" else "completed" if r["status"] == "completed"
-                     else r["status"]})
+        rows.append(
+            {
+                "model": model,
+                "loss": loss,
+                "lr": r["config"]["lr"],
+                "objective": objective,
+                "value": 100 * value if objective == "val_acc" else value,
+                "trial": "pruned"
+                if r["status"] == "pruned"
+                else "completed"
+                if r["status"] == "completed"
+                else r["status"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -101,11 +114,14 @@ def search_plot(points: pd.DataFrame, out: Path, name: str) -> str | None:
     import seaborn as sns
 
     objective = points["objective"].iloc[0]
-    facet = sns.relplot(data=points, x="lr", y="value", hue="loss", style="trial", col="model", kind="scatter",
-                        height=3.0, aspect=1.3, facet_kws={"sharey": False}, markers={"completed": "o", "pruned": "X",
+    facet = sns.relplot(data=points, x="lr", y="value", hue="loss", style="trial", col="model",
+                        kind="scatter",
+                        height=3.0, aspect=1.3, facet_kws={"sharey": False},
+                        markers={"completed": "o", "pruned": "X",
                         "diverged": "s", "failed": "s", "interrupted": "s"}, s=40, alpha=0.8)
     facet.set(xscale="log")
-    facet.set_axis_labels("learning rate (log)", "val accuracy % at the trial's last epoch" if objective == "val_acc"
+    facet.set_axis_labels("learning rate (log)",
+                          "val accuracy % at the trial's last epoch" if objective == "val_acc"
                           else f"{objective} at the trial's last epoch")
     sns.move_legend(facet, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=1, frameon=False)
     facet.figure.suptitle(f"{name}: the lr search, every tuning trial (pruned trials stopped early)", y=1.03)

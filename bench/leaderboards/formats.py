@@ -30,14 +30,16 @@ def summary(dataset: str, groups: list[Group], comparisons: list[Comparison], an
     answer, and the compute behind it; README numbers are read from here, never typed."""
     def stats_of(g: Group, metric: str) -> dict:
         s = clipped(g.summary(metric)) if metric in ("accuracy", "macro_f1") else g.summary(metric)
-        return {"mean": s.mean, "std": s.std, "n": s.n, "ci_low": _number(s.ci_low), "ci_high": _number(s.ci_high)}
+        return {"mean": s.mean, "std": s.std, "n": s.n, "ci_low": _number(s.ci_low),
+                "ci_high": _number(s.ci_high)}
 
     ranked = rank_rows(groups)
     rows = []
     for rank, (g, mark, p) in enumerate(zip(ranked, vs_leader(ranked), leader_p_values(ranked)), 1):
         lrs = [r["config"]["lr"] for r in g.records]
         rows.append({
-            "rank": None if mark == UNRANKED else rank, "model": g.model, "loss": g.loss, "loss_name": g.records[0]["config"]["loss"],
+            "rank": None if mark == UNRANKED else rank, "model": g.model, "loss": g.loss,
+            "loss_name": g.records[0]["config"]["loss"],
             "seeds": g.seeds, "vs_leader": mark, "p_holm_vs_leader": _number(p), "learned": g.learned,
             "tuning_mode": (g.tuning.get("mode", "single") if g.tuning and g.tuning.get("study") else None),
             "search_tied": g.search_tied, "lr_min": min(lrs), "lr_max": max(lrs),
@@ -51,17 +53,21 @@ def summary(dataset: str, groups: list[Group], comparisons: list[Comparison], an
     best = {}
     for model in sorted({g.model for g in groups}):
         top = rank_rows([g for g in groups if g.model == model])[0]
-        best[model] = {"loss": top.loss, "accuracy_mean": top.summary("accuracy").mean, "seeds": len(top.seeds),
+        best[model] = {"loss": top.loss, "accuracy_mean": top.summary("accuracy").mean,
+                       "seeds": len(top.seeds),
                        "learned": top.learned}
     return {
         "dataset": dataset, "alpha": ALPHA, "margin": margin, "power": POWER,
         "rows": rows,
         "comparisons_vs_ce": [{
             "model": c.group.model, "loss": c.group.loss, "paired": c.test.paired,
-            "paired_seeds": c.test.n if c.test.paired else 0, "n": c.test.n, "n_baseline": c.test.n_baseline or c.test.n,
+            "paired_seeds": c.test.n if c.test.paired else 0, "n": c.test.n,
+            "n_baseline": c.test.n_baseline or c.test.n,
             "delta": c.test.mean_diff,
-            "ci_low": _number(c.test.ci_low), "ci_high": _number(c.test.ci_high), "p": _number(c.test.p_value),
-            "p_holm": _number(c.p_holm), "p_equiv_holm": _number(c.p_equiv_holm), "p_better": _number(c.p_better),
+            "ci_low": _number(c.test.ci_low), "ci_high": _number(c.test.ci_high),
+            "p": _number(c.test.p_value),
+            "p_holm": _number(c.p_holm), "p_equiv_holm": _number(c.p_equiv_holm),
+            "p_better": _number(c.p_better),
             "detectable": _number(c.test.detectable), "verdict": c.verdict,
         } for c in comparisons],
         "answer": {"best_per_model": best, "lines": answer_lines,

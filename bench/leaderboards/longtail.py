@@ -37,7 +37,10 @@ def shot_classes(groups: list[Group]) -> Shots | None:
 
 def shot_accuracy(group: Group, classes: list[str]) -> list[float]:
     """Per seed: mean test accuracy over `classes` (the test split is balanced)."""
-    return [sum(r["metrics"]["test"]["per_class"][c]["accuracy"] for c in classes) / len(classes) for r in group.records]
+    return [
+        sum(r["metrics"]["test"]["per_class"][c]["accuracy"] for c in classes) / len(classes)
+        for r in group.records
+    ]
 
 
 def shots_table(groups: list[Group], shots: Shots) -> pd.DataFrame:
@@ -50,7 +53,8 @@ def shots_table(groups: list[Group], shots: Shots) -> pd.DataFrame:
         base = baselines.get((g.model, g.settings))
         if base is not None and base is not g:
             few = shots.classes["few"]
-            test = compare_by_seed(dict(zip(g.seeds, shot_accuracy(g, few))), dict(zip(base.seeds, shot_accuracy(base, few))))
+            test = compare_by_seed(dict(zip(g.seeds, shot_accuracy(g, few))),
+                                   dict(zip(base.seeds, shot_accuracy(base, few))))
             row["few-shot Δ vs ce (pp)"] = f"{test.mean_diff * 100:+.2f}"
         else:
             row["few-shot Δ vs ce (pp)"] = ""
@@ -63,5 +67,5 @@ def shots_table(groups: list[Group], shots: Shots) -> pd.DataFrame:
 def shots_heading(shots: Shots) -> str:
     ranges = ", ".join(f"{shot} {len(shots.classes[shot])} classes with {lo:,}–{hi:,} training images"
                        for shot, (lo, hi) in shots.ranges.items())
-    return ("## Long tail: test accuracy by training-class frequency (%, mean ± std over seeds)\n\n"
-            f"Classes split in thirds by training count: {ranges}. The test split is balanced.")
+    return ("## Long tail: test accuracy by training-class frequency (%, mean ± std over seeds)\n\nClasses "
+            f"split in thirds by training count: {ranges}. The test split is balanced.")

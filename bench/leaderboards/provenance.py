@@ -20,23 +20,28 @@ def provenance(records: list[dict], ran: list[dict], command: str) -> list[str]:
         "## Provenance",
         f"- hardware: {values(('env', 'device_name'))} ({values(('env', 'device'))}, "
         f"{values(('env', 'cpu_count'))} cores)",
-        f"- python {values(('env', 'python'))}; torch {values(('env', 'torch'))}; "
-        f"torchvision {values(('env', 'torchvision'))}; timm {values(('env', 'timm'))}",
+        f"- python {values(('env', 'python'))}; torch {values(('env', 'torch'))}; torchvision "
+        f"{values(('env', 'torchvision'))}; timm {values(('env', 'timm'))}",
         f"- bench git commit(s): {values(('env', 'git_commit'))}",
         f"- runs finished between {min(r.get('finished', '') for r in records)} and "
-        f"{max(r.get('finished', '') for r in records)}; table made {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
-        f"on {platform.system()}",
+        f"{max(r.get('finished', '') for r in records)}; table made "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.system()}",
     ]
-    budgets = sorted({
-        f"{t['trials']} trials of {t['epochs']} epochs" + (f" on {t['limit_train']} training images" if t.get("limit_train") else "")
-        + f", objective {t['objective']}, pruner {t.get('pruner', 'hyperband')}, tuning seed {t['seed']}"
-        for r in records if (t := r.get("tuning")) and t.get("study")
-    })
+    budgets = sorted(
+        {
+            f"{t['trials']} trials of {t['epochs']} epochs"
+            + (f" on {t['limit_train']} training images" if t.get("limit_train") else "")
+            + f", objective {t['objective']}, pruner {t.get('pruner', 'hyperband')}, tuning seed {t['seed']}"
+            for r in records
+            if (t := r.get("tuning")) and t.get("study")
+        }
+    )
     if budgets:
-        lines.append("- tuned per row on the validation split (test never seen), then the best values unchanged "
-                     "on every seed; tuning budget per row: " + "; ".join(budgets))
+        lines.append("- tuned per row on the validation split (test never seen), then the best values "
+                     "unchanged on every seed; tuning budget per row: " + "; ".join(budgets))
     evals = [r for r in ran if is_eval_record(r)]
-    return lines + [compute_line(evals, [r for r in ran if not is_eval_record(r)]), f"- reproduce: `{command}`"]
+    return lines + [compute_line(evals, [r for r in ran if not is_eval_record(r)]),
+                    f"- reproduce: `{command}`"]
 
 
 def compute_time(records: list[dict]) -> tuple[float, int]:
@@ -49,7 +54,8 @@ def compute_time(records: list[dict]) -> tuple[float, int]:
             seconds += timing["wall_seconds"]
         else:
             partial += 1
-            seconds += timing.get("setup_seconds", 0.0) + sum(e.get("seconds", 0.0) for e in r.get("history", []))
+            seconds += timing.get("setup_seconds", 0.0) + sum(e.get("seconds", 0.0) for e in r.get("history",
+                                                                                                   []))
     return seconds / 3600, partial
 
 
@@ -61,6 +67,6 @@ def compute_line(evals: list[dict], trials: list[dict]) -> str:
             hours, untimed = compute_time(records)
             parts.append(f"{plural(len(records), what)} {hours:.2f} h")
             partial += untimed
-    note = (f" (for {plural(partial, 'record')} made before bench timed whole runs: start-up and training epochs "
-            "only, without validation and test)") if partial else ""
+    note = (f" (for {plural(partial, 'record')} made before bench timed whole runs: start-up and training "
+            "epochs only, without validation and test)") if partial else ""
     return "- compute: " + ", ".join(parts) + ": each record's wall time, summed over resumes" + note

@@ -30,7 +30,8 @@ SECTIONS = (
     ("## Paired comparison against cross-entropy (same model, same seeds; Holm-corrected over this table)",
      "paired_vs_ce"),
     ("## The search: what each row's studies chose, and how decided they were (re-tuning spread: the "
-     "chosen lr over seeds; a wide span within one standard error of the best: the objective is flat there)",
+     "chosen lr over seeds; a wide span within one standard error of the best: the objective is flat "
+     "there)",
      "search"),
     ("## Per-class test accuracy (%, mean over seeds)", "per_class"),
     ("## Runs that did not complete", "incomplete"),
@@ -50,7 +51,8 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
     if not records:
         from bench.errors import UsageError
 
-        raise UsageError(f"no run records found under {', '.join(map(str, paths))}; run 'bench run' or 'bench grid' first")
+        raise UsageError(f"no run records found under {', '.join(map(str, paths))}; run 'bench run' or "
+                         "'bench grid' first")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     every_record = records  # the superseded ones too: they took machine time
@@ -62,7 +64,8 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
         groups = grouped.get(dataset)
         if not groups:  # nothing completed: still list what failed, never drop it silently
             path = out / f"leaderboard-{slug(dataset)}.md"
-            path.write_text(f"# {dataset}\n\nNo completed runs.\n\n{markdown(incomplete_table(records, dataset))}\n")
+            path.write_text(f"# {dataset}\n\nNo completed "
+                            f"runs.\n\n{markdown(incomplete_table(records, dataset))}\n")
             written.append(path)
             continue
         comparisons = comparisons_vs_ce(groups, margin)
@@ -82,7 +85,8 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
                 df.to_csv(f"{base}-{key}.csv", index=False)
                 written.append(Path(f"{base}-{key}.csv"))
             continue
-        if fmt_ == "json":  # the summary (rows, comparisons with verdicts, answer, compute) and the flat tables
+        # the summary (rows, comparisons with verdicts, answer, compute) and the flat tables
+        if fmt_ == "json":
             path = Path(f"{base}.json")
             flat = {k: df.astype(object).where(df.notna(), None).to_dict(orient="records")
                     for k, df in numeric_tables(board, groups).items()}
@@ -90,18 +94,20 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             written.append(path)
             continue
         files = plots(groups, out, dataset)
-        if search := search_plot(search_points(groups, [r for r in ran if not is_eval_record(r)]), out, dataset):
+        if search := search_plot(search_points(groups, [r for r in ran if not is_eval_record(r)]), out,
+                                 dataset):
             files["search"] = search
         summary_path = out / f"summary-{slug(dataset)}.json"
-        summary_path.write_text(json.dumps(board, indent=2, allow_nan=False) + "\n")  # beside the table, not listed
+        # beside the table, not listed
+        summary_path.write_text(json.dumps(board, indent=2, allow_nan=False) + "\n")
         dataset_records = [r for g in groups for r in g.records]
         lines = [
             f"# {dataset}: model x loss leaderboard",
             "",
-            f"{len(dataset_records)} completed runs in {len(groups)} configurations. Test-split metrics, mean ± std "
-            "over seeds, 95% t-interval for the mean accuracy. 'vs leader': a t-test of each row's test accuracy "
-            "against the leader's (paired on common seeds), Holm-corrected over the table; '≈ leader' where "
-            f"p_Holm ≥ {ALPHA:g}, so the data cannot separate them."
+            f"{len(dataset_records)} completed runs in {len(groups)} configurations. Test-split metrics, "
+            "mean ± std over seeds, 95% t-interval for the mean accuracy. 'vs leader': a t-test of each "
+            "row's test accuracy against the leader's (paired on common seeds), Holm-corrected over the "
+            f"table; '≈ leader' where p_Holm ≥ {ALPHA:g}, so the data cannot separate them."
             + (" Rows of a single seed come after those of several and are not tested."
                if len({g.several_seeds for g in groups}) == 2 else ""),
             "",
@@ -109,11 +115,11 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             "",
             "## Answer: which loss, and how sure",
             "",
-            f"Verdicts against plain ce of the same model, on paired seeds: **better** or **worse** where the "
-            f"difference is separable (paired t-test, Holm over the table, at {ALPHA:g}); **equivalent within "
-            f"±{margin * 100:g} pp** where a paired equivalence test (TOST, Holm) shows the difference inside that "
-            "practical margin; **undecided** otherwise. P(beats ce): the share of paired seeds on which the loss "
-            "scored higher (ties count half). " + per_seed_note(groups),
+            "Verdicts against plain ce of the same model, on paired seeds: **better** or **worse** where "
+            f"the difference is separable (paired t-test, Holm over the table, at {ALPHA:g}); **equivalent "
+            f"within ±{margin * 100:g} pp** where a paired equivalence test (TOST, Holm) shows the "
+            "difference inside that practical margin; **undecided** otherwise. P(beats ce): the share of "
+            "paired seeds on which the loss scored higher (ties count half). " + per_seed_note(groups),
             "",
             *answer_lines,
             "",
@@ -129,8 +135,9 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
         left_out = [r for r in stale if r["dataset"]["name"] == dataset]
         if left_out:
             lines += [f"Left out: {len(left_out)} eval runs of an earlier, shorter tuning of the same cell "
-                      f"({', '.join(sorted({r['tuning']['study'] for r in left_out}))}), which a longer tuning "
-                      "replaced with other best values; their records stay in the results folder.", ""]
+                      f"({', '.join(sorted({r['tuning']['study'] for r in left_out}))}), which a longer "
+                      "tuning replaced with other best values; their records stay in the results "
+                      "folder.", ""]
         for alt, key in FIGURES:
             if key in files:
                 lines += [f"![{alt}]({files[key]})", ""]

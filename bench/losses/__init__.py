@@ -150,10 +150,11 @@ def spec_of(obj, name: str, source: str) -> LossSpec:
     if isinstance(obj, type) and issubclass(obj, nn.Module):
         return LossSpec(name, obj, {}, False, source, bf16=None)
     if callable(obj) and not isinstance(obj, type):
-        cls = type(getattr(obj, "__name__", "loss"), (FunctionLoss,), {"__doc__": obj.__doc__, "function": staticmethod(obj)})
+        cls = type(getattr(obj, "__name__", "loss"), (FunctionLoss,),
+                   {"__doc__": obj.__doc__, "function": staticmethod(obj)})
         return LossSpec(name, cls, {}, False, source, bf16=None)
-    raise UsageError(f"loss {name!r} is an object of type {type(obj).__name__}, not an nn.Module class or a function "
-                     "(logits, targets) -> scalar")
+    raise UsageError(f"loss {name!r} is an object of type {type(obj).__name__}, not an nn.Module class or a "
+                     "function (logits, targets) -> scalar")
 
 
 def get_loss(name: str, base_dir: str | None = None) -> LossSpec:
@@ -169,7 +170,8 @@ def loss_sources(name: str, base_dir: str | None = None) -> dict | None:
     return plugins.resolve("loss", name, base_dir).source if plugins.is_reference(name) else None
 
 
-def resolve_loss_params(name: str, given: dict[str, HParamValue], num_classes: int, base_dir: str | None = None) -> dict:
+def resolve_loss_params(name: str, given: dict[str, HParamValue], num_classes: int,
+                        base_dir: str | None = None) -> dict:
     """Defaults overlaid with `given`, each checked against its declared range (a plug-in's own
     hyperparameters are passed through as given)."""
     spec = get_loss(name, base_dir)
@@ -187,7 +189,8 @@ def resolve_loss_params(name: str, given: dict[str, HParamValue], num_classes: i
 
 
 def build_loss(
-    name: str, params: dict[str, HParamValue], class_counts: Sequence[int] | None = None, base_dir: str | None = None
+    name: str, params: dict[str, HParamValue], class_counts: Sequence[int] | None = None,
+    base_dir: str | None = None
 ) -> nn.Module:
     """Instantiate a loss with already-resolved hyperparameters.
 

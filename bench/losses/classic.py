@@ -11,7 +11,8 @@ from torch import nn
 
 from bench.losses import HParam, register_loss
 from bench.losses.functional import (
-    balanced_weights, class_weights, focal_per_sample, log_probs, one_hot, target_log_prob, upcast, weighted_mean,
+    balanced_weights, class_weights, focal_per_sample, log_probs, one_hot, target_log_prob, upcast,
+    weighted_mean,
 )
 
 ALPHA = HParam(
@@ -45,7 +46,8 @@ class CrossEntropy(nn.Module):
         self.label_smoothing = label_smoothing
         if class_weights == "balanced":
             class_weights = balanced_weights(class_counts)
-        self.register_buffer("weight", None if class_weights is None else torch.tensor(class_weights), persistent=False)
+        self.register_buffer("weight", None if class_weights is None else torch.tensor(class_weights),
+                             persistent=False)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         x = upcast(logits)
@@ -111,7 +113,8 @@ class BrierLoss(nn.Module):
 
 @register_loss(
     "hinge",
-    params={"margin": HParam(1.0, low=0.0, low_open=True, tune=(0.1, 5.0), log=True, help="required logit margin")},
+    params={"margin": HParam(1.0, low=0.0, low_open=True, tune=(0.1, 5.0), log=True,
+                             help="required logit margin")},
 )
 class MultiMarginLoss(nn.Module):
     """Multi-class hinge (Weston & Watkins 1999): sum_{k != y} max(0, margin - s_y + s_k) / C."""

@@ -51,7 +51,9 @@ def balanced_weights(class_counts: Sequence[int]) -> tuple[float, ...]:
     return tuple(total / (k * max(n, 1)) for n in class_counts)
 
 
-def weighted_mean(per_sample: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+def weighted_mean(
+    per_sample: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None
+) -> torch.Tensor:
     """Mean over the batch, each sample weighted by its class's weight when given."""
     if weight is None:
         return per_sample.mean()

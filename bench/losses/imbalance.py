@@ -8,7 +8,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.losses import HParam, register_loss
-from bench.losses.functional import focal_per_sample, log_probs, one_hot, target_log_prob, upcast, weighted_mean
+from bench.losses.functional import (
+    focal_per_sample,
+    log_probs,
+    one_hot,
+    target_log_prob,
+    upcast,
+    weighted_mean,
+)
 from bench.losses.one_vs_all import bce_per_sample
 
 
@@ -22,9 +29,18 @@ def effective_number_weights(class_counts: tuple[int, ...], beta: float) -> torc
 @register_loss(
     "class-balanced",
     params={
-        "beta": HParam(0.999, low=0.0, high=1.0, high_open=True, tune=(0.9, 0.9999), log_complement=True,
-                       help="effective-number decay; 0 weights every class equally"),
-        "base": HParam("ce", choices=("ce", "focal", "bce"), numeric=False, help="the loss being re-weighted"),
+        "beta": HParam(
+            0.999,
+            low=0.0,
+            high=1.0,
+            high_open=True,
+            tune=(0.9, 0.9999),
+            log_complement=True,
+            help="effective-number decay; 0 weights every class equally",
+        ),
+        "base": HParam(
+            "ce", choices=("ce", "focal", "bce"), numeric=False, help="the loss being re-weighted"
+        ),
         "gamma": HParam(2.0, low=0.0, tune=(0.0, 5.0), help="focusing exponent when base is focal"),
     },
     needs_class_counts=True,
@@ -49,10 +65,12 @@ class ClassBalanced(nn.Module):
 
 @register_loss(
     "dice",
-    params={"smooth": HParam(1.0, low=0.0, low_open=True, tune=(0.01, 10.0), log=True, help="additive smoothing")},
+    params={"smooth": HParam(1.0, low=0.0, low_open=True, tune=(0.01, 10.0), log=True,
+                             help="additive smoothing")},
 )
 class SoftDice(nn.Module):
-    """Soft Dice over classes (Milletari et al. 2016): 1 - mean_c (2 sum_i p_ic y_ic + s) / (sum_i p_ic + sum_i y_ic + s).
+    """Soft Dice over classes (Milletari et al. 2016):
+    1 - mean_c (2 sum_i p_ic y_ic + s) / (sum_i p_ic + sum_i y_ic + s).
 
     A batch statistic: unlike the other losses it is not a mean of per-sample terms.
     """
@@ -70,7 +88,8 @@ class SoftDice(nn.Module):
 
 @register_loss(
     "logit-adjust",
-    params={"tau": HParam(1.0, low=0.0, tune=(0.25, 2.0), help="scale of the log-prior offset; 1 is balanced softmax, 0 is ce")},
+    params={"tau": HParam(1.0, low=0.0, tune=(0.25, 2.0),
+                          help="scale of the log-prior offset; 1 is balanced softmax, 0 is ce")},
     needs_class_counts=True,
 )
 class LogitAdjusted(nn.Module):
@@ -93,10 +112,12 @@ class LogitAdjusted(nn.Module):
 @register_loss(
     "ghm-c",
     params={
-        "bins": HParam(10.0, low=1.0, high=100.0, integer=True, help="unit bins of the gradient norm 1 - p_y over [0, 1]"),
+        "bins": HParam(10.0, low=1.0, high=100.0, integer=True,
+                       help="unit bins of the gradient norm 1 - p_y over [0, 1]"),
         # the paper's "momentum"; named apart from SGD's --momentum, whose flag it would shadow
         "bin_momentum": HParam(0.0, low=0.0, high=1.0, high_open=True,
-                               help="0: bin counts of the batch; > 0: their moving average across batches (stateful)"),
+                               help="0: bin counts of the batch; > 0: their moving average across batches "
+                                    "(stateful)"),
     },
     bf16=False,  # bf16 rounding of logits moves samples across g's bins: 40% gradient error
 )
@@ -105,7 +126,8 @@ class GHMC(nn.Module):
     gradient norm g = 1 - p_y, so the many easy samples and the few outliers both count less.
 
     Sample i in bin b gets w_i = N / count_b / (number of non-empty bins); loss = sum_i w_i ce_i / N.
-    With bin_momentum m > 0 (the paper's momentum) the counts are a moving average across training batches, as in the paper
+    With bin_momentum m > 0 (the paper's momentum) the counts are a moving average across training
+    batches, as in the paper
     (count_b <- m count_b + (1 - m) n_b for each bin hit): the loss is then stateful. Its state is
     a buffer that training checkpoints save and --resume restores; evaluation never updates it.
     """

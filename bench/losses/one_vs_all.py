@@ -28,7 +28,8 @@ class OneVsAllBCE(nn.Module):
     "sigmoid-focal",
     params={
         "gamma": HParam(2.0, low=0.0, tune=(0.0, 5.0), help="focusing exponent; 0 is cross-entropy"),
-        "alpha": HParam(0.25, low=0.0, high=1.0, tune=(0.05, 0.95), help="weight of the positive class (RetinaNet)"),
+        "alpha": HParam(0.25, low=0.0, high=1.0, tune=(0.05, 0.95),
+                        help="weight of the positive class (RetinaNet)"),
     },
 )
 class SigmoidFocal(nn.Module):

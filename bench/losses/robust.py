@@ -24,7 +24,8 @@ def reverse_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @register_loss(
     "gce",
-    params={"q": HParam(0.7, low=0.0, high=1.0, low_open=True, tune=(0.1, 1.0), help="q -> 0 is ce, q = 1 is MAE")},
+    params={"q": HParam(0.7, low=0.0, high=1.0, low_open=True, tune=(0.1, 1.0),
+                        help="q -> 0 is ce, q = 1 is MAE")},
 )
 class GeneralizedCE(nn.Module):
     """Generalized cross-entropy (Zhang & Sabuncu 2018): (1 - p_y^q) / q."""
@@ -82,7 +83,8 @@ class NCEandRCE(nn.Module):
                             help="where the quadratic turns linear, in probability units")},
 )
 class HuberLoss(nn.Module):
-    """Huber on probabilities: sum_k H_delta(p_k - y_k), H = r^2 / 2 within delta, else delta (|r| - delta / 2).
+    """Huber on probabilities: sum_k H_delta(p_k - y_k), H = r^2 / 2 within delta, else
+    delta (|r| - delta / 2).
 
     Summed over classes like `brier`, averaged over samples.
     """

@@ -72,7 +72,8 @@ def check_model(name: str, base_dir: str | None = None) -> None:
 
 
 def instantiate(obj, ref: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """An nn.Module class is built as cls(num_classes=...); a function as builder(input_shape, num_classes)."""
+    """An nn.Module class is built as cls(num_classes=...); a function as
+    builder(input_shape, num_classes)."""
     try:
         module = obj(num_classes=num_classes) if isinstance(obj, type) else obj(input_shape, num_classes)
     except Exception as exc:
@@ -91,8 +92,8 @@ def plugin_builder(ref: str, base_dir: str | None = None) -> Builder:
 def builder_of(obj, ref: str) -> Builder:
     """A registry-style builder for a user's nn.Module class or builder function."""
     if isinstance(obj, type) and not issubclass(obj, nn.Module) or not callable(obj):
-        raise UsageError(f"model {ref!r} is an object of type {type(obj).__name__}, not an nn.Module class or a builder function "
-                         "(input_shape, num_classes) -> nn.Module")
+        raise UsageError(f"model {ref!r} is an object of type {type(obj).__name__}, not an nn.Module class "
+                         "or a builder function (input_shape, num_classes) -> nn.Module")
     return lambda input_shape, num_classes: instantiate(obj, ref, input_shape, num_classes)
 
 
@@ -103,7 +104,8 @@ def build_model(
     if name.startswith(TIMM_PREFIX):
         from bench.models.timm_adapter import build_timm
 
-        module, used = build_timm(name[len(TIMM_PREFIX):], input_shape, num_classes, stem, pretrained, weights)
+        module, used = build_timm(name[len(TIMM_PREFIX):], input_shape, num_classes, stem, pretrained,
+                                  weights)
         return BuiltModel(module, True, used)
     if pretrained or weights or stem == "cifar":
         raise UsageError(f"--pretrained, --weights and --stem cifar apply to timm:<name> models, not {name}")

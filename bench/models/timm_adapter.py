@@ -42,7 +42,8 @@ def swap_stem_for_small_images(model: nn.Module, patchify: bool = False) -> bool
         return True
     stem = getattr(model, "stem", None)
     first = stem[0] if patchify and isinstance(stem, nn.Sequential) and len(stem) else None
-    if isinstance(first, nn.Conv2d) and first.stride != (1, 1) and first.kernel_size == first.stride:  # ConvNeXt
+    # ConvNeXt
+    if isinstance(first, nn.Conv2d) and first.stride != (1, 1) and first.kernel_size == first.stride:
         stem[0] = nn.Conv2d(first.in_channels, first.out_channels, 3, 1, 1, bias=first.bias is not None)
         return True
     return False
@@ -77,8 +78,8 @@ def build_timm(
         if not pretrained:
             raise
         raise UsageError(
-            f"could not load pretrained weights for timm:{name} ({type(exc).__name__}; offline?); "
-            "download them where there is a network and pass --weights FILE, or drop --pretrained"
+            f"could not load pretrained weights for timm:{name} ({type(exc).__name__}; offline?); download "
+            "them where there is a network and pass --weights FILE, or drop --pretrained"
         ) from None
     wants_small = stem == "cifar" or (stem == "auto" and height <= 32)
     used = "imagenet"
@@ -93,8 +94,8 @@ def build_timm(
             used = "cifar"
         elif stem == "cifar":
             raise UsageError(
-                f"--stem cifar: timm:{name} has no stem bench knows how to shrink (ResNet, EfficientNet/"
-                "MobileNet, ConvNeXt, ViT patches); use --stem imagenet"
+                f"--stem cifar: timm:{name} has no stem bench knows how to shrink (ResNet, "
+                "EfficientNet/MobileNet, ConvNeXt, ViT patches); use --stem imagenet"
             )
     if weights is not None:
         load_weights(model, Path(weights), name)
@@ -114,7 +115,7 @@ def load_weights(model: nn.Module, path: Path, name: str) -> None:
     missing = [k for k in own if k not in state]
     if mismatched or missing:
         raise UsageError(
-            f"--weights {path} does not fit timm:{name} here: {len(missing)} missing and "
-            f"{len(mismatched)} mis-shaped tensors (e.g. {(missing + mismatched)[0]})"
+            f"--weights {path} does not fit timm:{name} here: {len(missing)} missing and {len(mismatched)} "
+            f"mis-shaped tensors (e.g. {(missing + mismatched)[0]})"
         )
     model.load_state_dict(state, strict=False)
