@@ -347,7 +347,7 @@ def load_runs(path: str | Path | list = "runs", role: str = "eval"):
     """
     import pandas as pd
 
-    from bench.leaderboards.collect import read_records
+    from bench.leaderboards.collect import is_eval_record, read_records
     from bench.record import HISTORY_NAME
 
     if role not in ROLES:
@@ -359,7 +359,7 @@ def load_runs(path: str | Path | list = "runs", role: str = "eval"):
     loaded, _ = read_records(roots)  # torn or foreign files left out, as the leaderboard leaves them out
     rows = []
     for r, file in loaded:
-        kind = "tuning" if "trial" in r else "eval"
+        kind = "eval" if is_eval_record(r) else "tuning"
         if role != "all" and kind != role:
             continue
         config, test = r["config"], r.get("metrics", {}).get("test", {})

@@ -13,6 +13,7 @@ import re
 import subprocess
 import tempfile
 from datetime import datetime, timezone
+from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +24,18 @@ if TYPE_CHECKING:
     from bench.config import RunConfig
 
 SCHEMA_VERSION = 1
-STATUSES = ("completed", "diverged", "interrupted", "failed", "pruned")  # pruned: stopped by the tuner
+class Status(StrEnum):
+    """How a run ended, as its record says (a str, so records and tallies compare with plain strings)."""
+
+    RUNNING = "running"  # only while it runs: a record never ends so
+    COMPLETED = "completed"
+    DIVERGED = "diverged"  # a non-finite training loss
+    INTERRUPTED = "interrupted"  # a signal or an unwritable output folder: resumable from its checkpoint
+    FAILED = "failed"
+    PRUNED = "pruned"  # stopped by the tuner
+
+
+STATUSES = tuple(s.value for s in Status if s is not Status.RUNNING)
 RECORD_NAME = "record.json"
 HISTORY_NAME = "history.csv"  # one row per epoch, beside the record
 

@@ -34,9 +34,8 @@ from bench.models import BuiltModel, build_model, check_model, plugin_sources
 from bench.precision import NAMES as PRECISION_NAMES
 from bench.precision import bf16_safe, choose_precision
 from bench.record import (
-    HISTORY_NAME, RECORD_NAME, RUN_INFO_NAME, SCHEMA_VERSION, environment, find_resumable, new_run_id,
-    utc_now,
-    write_history_csv, write_json_atomic,
+    HISTORY_NAME, RECORD_NAME, RUN_INFO_NAME, SCHEMA_VERSION, Status, environment, find_resumable, new_run_id,
+    utc_now, write_history_csv, write_json_atomic,
 )
 from bench.report import QuietReporter
 
@@ -403,7 +402,7 @@ def _run(
         "schema_version": SCHEMA_VERSION,
         "run_id": info["run_id"],
         "config_hash": config_hash,
-        "status": "running",
+        "status": Status.RUNNING,
         "started": info["started"],
         "command": command,
         "config": {**config.to_dict(), "loss_params": loss_params, "precision": runtime.precision,
@@ -433,6 +432,7 @@ def _run(
         **(extra or {}),
     }
     batch_size = checkpoint["batch_size"] if checkpoint is not None else config.batch_size
+    stopped_by = None
     try:
         with graceful_stop() as stop:
             while True:
@@ -453,28 +453,17 @@ def _run(
                     model, built = setup.make_model()
                     checkpoint, record["history"] = None, []
                     checkpoint_path.unlink(missing_ok=True)
-    except Interrupted as exc:
-        record.update(status="interrupted", reason=f"stopped by {exc}; continue with --resume")
-        raise
-    except RunStopped as exc:
-        record.update(status=exc.status, reason=str(exc))
-        checkpoint_path.unlink(missing_ok=True)  # stopped for good (pruned): nothing will resume it
-        raise
-    except OSError as exc:
-        if exc.errno not in STORAGE_ERRNOS:
-            record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
-            raise
-        # the output folder, not the run, failed: resumable from its last good checkpoint
-        record.update(status="interrupted", reason=f"could not write {exc.filename}: {exc.strerror}; "
-                                                     "continue with --resume")
-        raise
-    except Exception as exc:
-        record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:
+        stopped_by = exc
         raise
     finally:
         reporter.close()
-        if record["status"] == "running":  # SystemExit or similar: never leave a record that looks alive
-            record.update(status="failed", reason="the process stopped unexpectedly")
+        status, reason = ending(stopped_by, record.get("diverged_at"))
+        record["status"] = status
+        if reason:
+            record["reason"] = reason
+        if status in (Status.PRUNED, Status.COMPLETED):  # stopped for good, or the record holds it all
+            checkpoint_path.unlink(missing_ok=True)
         record["config"]["batch_size_used"] = batch_size
         record["finished"] = utc_now()
         # The whole run's wall time (start-up, training, validation, test), over every resume.
@@ -483,9 +472,30 @@ def _run(
         record["timing"]["wall_seconds"] = info["wall_seconds"]
         write_history_csv(folder / HISTORY_NAME, record["history"])
         write_json_atomic(folder / RECORD_NAME, record)
-    if record["status"] == "completed":
-        checkpoint_path.unlink(missing_ok=True)  # the record holds the result; weights are not kept
     return record, folder / RECORD_NAME
+
+
+def ending(stopped_by: BaseException | None, diverged_at: dict | None) -> tuple[Status, str | None]:
+    """How a run ended and why, from what stopped it: the one place a record's status is decided.
+    A completed run's checkpoint is deleted (weights are not kept), a pruned one's too (nothing
+    will resume it); an interrupted one keeps it for --resume."""
+    if stopped_by is None:
+        if diverged_at:
+            return Status.DIVERGED, (f"non-finite training loss at epoch {diverged_at['epoch']}, "
+                                     f"step {diverged_at['step']}")
+        return Status.COMPLETED, None
+    if isinstance(stopped_by, Interrupted):
+        return Status.INTERRUPTED, f"stopped by {stopped_by}; continue with --resume"
+    if isinstance(stopped_by, RunStopped):
+        return Status(stopped_by.status), str(stopped_by)
+    if isinstance(stopped_by, OSError) and stopped_by.errno in STORAGE_ERRNOS:
+        # the output folder, not the run, failed: resumable from its last good checkpoint
+        return Status.INTERRUPTED, (f"could not write {stopped_by.filename}: {stopped_by.strerror}; "
+                                    "continue with --resume")
+    if isinstance(stopped_by, Exception):
+        return Status.FAILED, f"{type(stopped_by).__name__}: {stopped_by}"
+    # SystemExit, or KeyboardInterrupt outside the training loop's handler
+    return Status.FAILED, "the process stopped unexpectedly"
 
 
 def train_and_test(
@@ -564,12 +574,8 @@ def train_and_test(
         pos["train_seconds"] += time.perf_counter() - start
         n_train = len(train_batches) * batch_size if train_batches.drop_last else len(data.train)
         pos["images_seen"] += n_train
-        if first_bad_step.item() >= 0:
-            record.update(
-                status="diverged",
-                reason=f"non-finite training loss at epoch {epoch + 1}, step {first_bad_step.item() + 1}",
-                diverged_at={"epoch": epoch + 1, "step": first_bad_step.item() + 1},
-            )
+        if first_bad_step.item() >= 0:  # `ending` calls the run diverged
+            record["diverged_at"] = {"epoch": epoch + 1, "step": first_bad_step.item() + 1}
             break
         val = evaluate(net, val_batches, criterion, num_classes, runtime).summary()
         entry = {
@@ -594,10 +600,8 @@ def train_and_test(
         "train_seconds": pos["train_seconds"],
         "train_images_per_sec": pos["images_seen"] / pos["train_seconds"] if pos["train_seconds"] else 0.0,
     }
-    if record["status"] == "running" and test:
+    if "diverged_at" not in record and test:
         test_batches = setup.batches("test", batch_size, channels_last)
         record["metrics"]["test"] = evaluate(net, test_batches, criterion, num_classes, runtime).result(
             data.class_names
         )
-    if record["status"] == "running":
-        record["status"] = "completed"
