@@ -326,10 +326,10 @@ def print_estimate(experiment: str | None, flags: dict) -> ExitCode:
                          no_wrap=col in ("model", "loss"))
     for r in rows:
         table.add_row(r["model"], r["loss"], r["precision"], f"{r['train_images_per_sec']:,.0f}",
-                      str(r["eval_runs"]),
-                      duration(r["eval_run_seconds"]), str(r["tuning_trials"]),
+                      str(r["eval_runs"]), duration(r["eval_run_seconds"]), str(r["tuning_trials"]),
                       duration(r["tuning_seconds_at_most"]))
-    Console().print(table)
+    # piped into a log, rich would squeeze the table into 80 columns and wrap every cell
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
     evals = sum(r["eval_runs"] * r["eval_run_seconds"] for r in rows)
     tuning = sum(r["tuning_seconds_at_most"] for r in rows)
     print(f"eval {duration(evals)} + tuning at most {duration(tuning)} = at most {duration(evals + tuning)} "
