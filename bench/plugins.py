@@ -47,9 +47,18 @@ def resolve(kind: str, ref: str, base_dir: str | None = None) -> Plugin:
 
 
 def _file_stamp(ref: str, base_dir: str | None) -> str | None:
-    """The file's content hash, so an edited file is imported again rather than served from cache."""
+    """The file's content hash, so an edited file is imported again rather than served from cache.
+    Hashed once per version of the file (its size and modification time), not on every lookup."""
     path = _file_of(ref, base_dir)
-    return sha256_of(path) if path is not None and path.is_file() else None
+    if path is None or not path.is_file():
+        return None
+    stat = path.stat()
+    return _hash_of(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=None)
+def _hash_of(path: Path, _size: int, _mtime_ns: int) -> str:
+    return sha256_of(path)
 
 
 def _file_of(ref: str, base_dir: str | None) -> Path | None:
