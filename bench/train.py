@@ -9,7 +9,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -140,9 +140,9 @@ def make_optimizer(config: RunConfig, model: nn.Module, device: torch.device) ->
     return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **fused)
 
 
-def make_schedule(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
-    """Per-step schedule: cosine to zero, x0.1 at 50% and 75% of training, or constant; with
-    `warmup_epochs`, first a linear ramp from 1/warm-up steps of the lr to all of it."""
+def lr_factor(config: RunConfig, total_steps: int):
+    """The lr multiplier at each step: cosine to zero, x0.1 at 50% and 75% of training, or constant;
+    with `warmup_epochs`, first a linear ramp from 1/warm-up steps of the lr to all of it."""
     if config.schedule == "cosine":
         def factor(step):
             return 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
@@ -154,9 +154,32 @@ def make_schedule(config: RunConfig, optimizer: torch.optim.Optimizer, total_ste
             return 1.0
     warmup = round(total_steps * config.warmup_epochs / config.epochs)
     if warmup:
-        return torch.optim.lr_scheduler.LambdaLR(optimizer,
-                                                 lambda step: min(1.0, (step + 1) / warmup) * factor(step))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return lambda step: min(1.0, (step + 1) / warmup) * factor(step)
+    return factor
+
+
+def make_schedule(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    """The per-step schedule (`lr_factor`) on the optimizer."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps))
+
+
+@dataclass
+class Progress:
+    """Where a run stands, as its checkpoint keeps it: the next epoch and step, that epoch's running
+    sums so far (all zero at an epoch's start), and the whole run's training time and images."""
+
+    epoch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    first_bad_step: int = -1
+    epoch_seconds: float = 0.0
+    train_seconds: float = 0.0
+    images_seen: int = 0
+
+    @classmethod
+    def of(cls, checkpoint: dict | None) -> "Progress":
+        return cls(**{f.name: checkpoint[f.name] for f in fields(cls)}) if checkpoint else cls()
 
 
 def compile_model(model: nn.Module, criterion: nn.Module, runtime: Runtime, batch) -> tuple[nn.Module, float]:
@@ -508,13 +531,12 @@ def train_and_test(
     num_classes = len(data.class_names)
     optimizer = make_optimizer(config, model, runtime.device)
     total_steps = config.epochs * len(train_batches)
-    schedule = make_schedule(config, optimizer, total_steps)
+    factor = lr_factor(config, total_steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
     device = runtime.device
 
-    # Position and running sums; a checkpoint may restore them mid-epoch.
-    pos = {"epoch": 0, "step": 0, "loss_sum": 0.0, "correct": 0, "first_bad_step": -1,
-           "epoch_seconds": 0.0, "train_seconds": 0.0, "images_seen": 0}
+    pos = Progress.of(checkpoint)  # a checkpoint may restore it mid-epoch
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -522,18 +544,14 @@ def train_and_test(
         scaler.load_state_dict(checkpoint["scaler"])
         criterion.load_state_dict(checkpoint.get("criterion", {}))
         record["history"] = checkpoint["history"]
-        pos.update({k: checkpoint[k] for k in pos})
         restore_rng_states(checkpoint["rng"])
 
-    def save(epoch: int, step: int, loss_sum, correct, first_bad, epoch_seconds: float) -> None:
+    def save(at: Progress) -> None:  # the whole state in one dict, as nanoGPT keeps it
         save_checkpoint(checkpoint_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
             "criterion": criterion.state_dict(),  # a stateful loss's running statistics
-            "history": record["history"], "epoch": epoch, "step": step,
-            "loss_sum": float(loss_sum), "correct": int(correct), "first_bad_step": int(first_bad),
-            "epoch_seconds": epoch_seconds, "train_seconds": pos["train_seconds"],
-            "images_seen": pos["images_seen"], "batch_size": batch_size,
+            "history": record["history"], **asdict(at), "batch_size": batch_size,
         })
 
     net = model  # what runs forward; `model` is what checkpoints hold
@@ -542,16 +560,16 @@ def train_and_test(
                                                                  next(train_batches.epoch(0)))
 
     reporter.start(f"{config.model} x {config.loss}", config.epochs, len(train_batches))
-    for epoch in range(pos["epoch"], config.epochs):
-        resume_step = pos["step"] if epoch == pos["epoch"] else 0
+    for epoch in range(pos.epoch, config.epochs):
+        resume_step = pos.step if epoch == pos.epoch else 0
         net.train()
         start = time.perf_counter()
-        loss_sum = torch.tensor(pos["loss_sum"] if resume_step else 0.0, dtype=torch.float64, device=device)
-        correct = torch.tensor(pos["correct"] if resume_step else 0, dtype=torch.long, device=device)
-        first_bad_step = torch.tensor(pos["first_bad_step"] if resume_step else -1, dtype=torch.long,
+        loss_sum = torch.tensor(pos.loss_sum if resume_step else 0.0, dtype=torch.float64, device=device)
+        correct = torch.tensor(pos.correct if resume_step else 0, dtype=torch.long, device=device)
+        first_bad_step = torch.tensor(pos.first_bad_step if resume_step else -1, dtype=torch.long,
                                       device=device)
-        seconds_before = pos["epoch_seconds"] if resume_step else 0.0
-        lr = config.lr * schedule.lr_lambdas[0](epoch * len(train_batches))  # at the epoch's start
+        seconds_before = pos.epoch_seconds if resume_step else 0.0
+        lr = config.lr * factor(epoch * len(train_batches))  # at the epoch's start
         for step, (x, y) in enumerate(train_batches.epoch(epoch)):
             if step < resume_step:
                 continue  # replayed batches keep the augmentation draws in step
@@ -564,16 +582,17 @@ def train_and_test(
             correct += (logits.detach().argmax(1) == y).sum()
             reporter.step()
             if stop:
-                pos["train_seconds"] += time.perf_counter() - start
-                save(epoch, step + 1, loss_sum, correct, first_bad_step,
-                     seconds_before + time.perf_counter() - start)
+                pos.train_seconds += time.perf_counter() - start
+                save(replace(pos, epoch=epoch, step=step + 1, loss_sum=float(loss_sum), correct=int(correct),
+                             first_bad_step=int(first_bad_step), epoch_seconds=seconds_before
+                             + time.perf_counter() - start))
                 raise Interrupted(stop.signum)
         if runtime.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = seconds_before + time.perf_counter() - start
-        pos["train_seconds"] += time.perf_counter() - start
+        pos.train_seconds += time.perf_counter() - start
         n_train = len(train_batches) * batch_size if train_batches.drop_last else len(data.train)
-        pos["images_seen"] += n_train
+        pos.images_seen += n_train
         if first_bad_step.item() >= 0:  # `ending` calls the run diverged
             record["diverged_at"] = {"epoch": epoch + 1, "step": first_bad_step.item() + 1}
             break
@@ -594,11 +613,11 @@ def train_and_test(
         }
         record["history"].append(entry)
         reporter.epoch(entry)
-        save(epoch + 1, 0, 0.0, 0, -1, 0.0)
+        save(Progress(epoch + 1, train_seconds=pos.train_seconds, images_seen=pos.images_seen))
 
     record["timing"] |= {
-        "train_seconds": pos["train_seconds"],
-        "train_images_per_sec": pos["images_seen"] / pos["train_seconds"] if pos["train_seconds"] else 0.0,
+        "train_seconds": pos.train_seconds,
+        "train_images_per_sec": pos.images_seen / pos.train_seconds if pos.train_seconds else 0.0,
     }
     if "diverged_at" not in record and test:
         test_batches = setup.batches("test", batch_size, channels_last)
