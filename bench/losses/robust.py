@@ -22,6 +22,21 @@ def reverse_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -RCE_LOG_ZERO * -torch.expm1(target_log_prob(logits, targets))
 
 
+class PlusReverseCE(nn.Module):
+    """alpha * an active term + beta * reverse cross-entropy, averaged over samples: the robust
+    pairs of Wang et al. 2019 (sce) and Ma et al. 2020 (nce+rce) differ in the active term only."""
+
+    def __init__(self, alpha: float, beta: float) -> None:
+        super().__init__()
+        self.alpha, self.beta = alpha, beta
+
+    def active(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (self.alpha * self.active(logits, targets) + self.beta * reverse_ce(logits, targets)).mean()
+
+
 @register_loss(
     "gce",
     params={"q": HParam(0.7, low=0.0, high=1.0, low_open=True, tune=(0.1, 1.0),
@@ -45,16 +60,14 @@ class GeneralizedCE(nn.Module):
         "beta": HParam(1.0, low=0.0, tune=(0.1, 10.0), log=True, help="weight of reverse cross-entropy"),
     },
 )
-class SymmetricCE(nn.Module):
+class SymmetricCE(PlusReverseCE):
     """Symmetric cross-entropy (Wang et al. 2019): alpha CE + beta RCE, RCE = -log(1e-4) (1 - p_y)."""
 
     def __init__(self, alpha: float = 0.1, beta: float = 1.0) -> None:
-        super().__init__()
-        self.alpha, self.beta = alpha, beta
+        super().__init__(alpha, beta)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        ce = -target_log_prob(logits, targets)
-        return (self.alpha * ce + self.beta * reverse_ce(logits, targets)).mean()
+    def active(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return -target_log_prob(logits, targets)
 
 
 @register_loss(
@@ -64,17 +77,15 @@ class SymmetricCE(nn.Module):
         "beta": HParam(1.0, low=0.0, tune=(0.1, 10.0), log=True, help="weight of reverse cross-entropy"),
     },
 )
-class NCEandRCE(nn.Module):
+class NCEandRCE(PlusReverseCE):
     """Active-passive loss NCE+RCE (Ma et al. 2020): alpha (-log p_y) / (-sum_k log p_k) + beta RCE."""
 
     def __init__(self, alpha: float = 1.0, beta: float = 1.0) -> None:
-        super().__init__()
-        self.alpha, self.beta = alpha, beta
+        super().__init__(alpha, beta)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def active(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         log_p = log_probs(logits)
-        nce = log_p.gather(1, targets[:, None]).squeeze(1) / log_p.sum(1)
-        return (self.alpha * nce + self.beta * reverse_ce(logits, targets)).mean()
+        return log_p.gather(1, targets[:, None]).squeeze(1) / log_p.sum(1)
 
 
 @register_loss(
