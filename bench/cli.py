@@ -184,8 +184,7 @@ def command_run(args: argparse.Namespace, argv: list[str]) -> ExitCode:
 
     record = api.run(args.model, args.loss, args.dataset, out=args.out, quiet=args.quiet, resume=args.resume,
                      loss_params=loss_params_of(args), params=args.params,
-                     command=shlex.join(["bench", *argv]),
-                     **given_settings(args))
+                     command=shlex.join(["bench", *argv]), **given_settings(args))
     path = api.record_path(record, args.out)
     if args.quiet:
         print(path)  # the one thing a script needs
@@ -216,7 +215,7 @@ def command_tune(args: argparse.Namespace, argv: list[str]) -> ExitCode:
     return ExitCode.OK
 
 
-def command_models(args: argparse.Namespace, argv: list[str]) -> int:
+def command_models(args: argparse.Namespace, argv: list[str]) -> ExitCode:
     if args.timm is not None:
         from bench.models.timm_adapter import timm_names
 
@@ -234,7 +233,7 @@ def command_models(args: argparse.Namespace, argv: list[str]) -> int:
     return ExitCode.OK
 
 
-def command_losses(args: argparse.Namespace, argv: list[str]) -> int:
+def command_losses(args: argparse.Namespace, argv: list[str]) -> ExitCode:
     console = Console()
     wide = console.width >= 150  # narrower: descriptions go below the table instead of being squeezed
     table = Table("loss", "hyperparameter", "default", "valid", "tuning range",
@@ -260,7 +259,7 @@ def command_losses(args: argparse.Namespace, argv: list[str]) -> int:
     return ExitCode.OK
 
 
-def command_datasets(args: argparse.Namespace, argv: list[str]) -> int:
+def command_datasets(args: argparse.Namespace, argv: list[str]) -> ExitCode:
     if not DATASETS.names(args.pattern):
         raise UsageError(f"no dataset matches {args.pattern!r}; 'bench datasets' lists them all")
     table = Table("dataset", "image size", "description", "--data-root accepts")
@@ -290,9 +289,9 @@ def grid_flags(args: argparse.Namespace) -> dict:
 def command_grid(args: argparse.Namespace, argv: list[str]) -> ExitCode:
     if args.estimate:
         return print_estimate(args.experiment, grid_flags(args))
+    # a line per run, --quiet too: scripts read them
     tally = api.grid(args.experiment, out=args.out, storage=args.storage, quiet=args.quiet,
-                     workers=args.workers,
-                     log=print, **grid_flags(args))  # a line per run, --quiet too: scripts read them
+                     workers=args.workers, log=print, **grid_flags(args))
     if args.tally_file:  # a local worker of `--workers N`: its share, for the process that started it
         Path(args.tally_file).write_text(json.dumps(tally))
     done = ", ".join(f"{n} {k}" for k, n in sorted(tally.items()))
@@ -301,6 +300,8 @@ def command_grid(args: argparse.Namespace, argv: list[str]) -> ExitCode:
     )
     print(f"grid of {tally.runs} runs in {tally.out}{workers}: "
           f"{done or 'nothing left to run here (every point completed, or taken by another worker)'}")
+    if any(tally.worker_codes):  # a worker stopped by a signal keeps its code (128 + N)
+        return max(tally.worker_codes)
     return ExitCode.OK if tally.ok else ExitCode.FAILED
 
 
