@@ -89,14 +89,14 @@ def study_name(cell: Cell, spec: TuneSpec, config=None, eval_seed: int | None = 
 
 
 def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, url: str, log, config=None,
-              eval_seed: int = 0) -> dict:
+              eval_seed: int = 0, space: SearchSpace | None = None) -> dict:
     """Stage 1 for one cell (per-seed mode: for one eval seed, `config` being the cell on that
     seed): fill its study up to `spec.trials` finished trials (with other workers, if shared),
     wait for the trials still running elsewhere, and return the `tuning` entry of its eval records."""
     import optuna
 
     config = spec.trial_config(config or cell.config, eval_seed)
-    space = SearchSpace.of(config, cell.lr_fixed, spec.lr)
+    space = space or search_space(cell, spec)
     info = {"study": None, "mode": spec.mode, **({} if spec.legacy else {"cell": cell_id(cell, spec)}),
             "trials": 0, "objective": spec.objective, "best_value": None, "params": {}, "seed": config.seed,
             "epochs": config.epochs, "limit_train": config.limit_train, "pruner": spec.pruner,
@@ -131,10 +131,14 @@ def tune_cell(cell: Cell, spec: TuneSpec, storage, out: Path, url: str, log, con
                    **search_evidence(study, spec.objective, best)}
 
 
-def eval_config(cell: Cell, spec: TuneSpec, tuning: dict, config):
+def search_space(cell: Cell, spec: TuneSpec) -> SearchSpace:
+    """What a cell's studies search: the same for each of its seeds (they differ in seed and split)."""
+    return SearchSpace.of(cell.config, cell.lr_fixed, spec.lr)
+
+
+def eval_config(cell: Cell, spec: TuneSpec, tuning: dict, config, space: SearchSpace | None = None):
     """A cell's eval run: its settings on an eval seed (`config`) with the best trial's values, unchanged."""
-    space = SearchSpace.of(cell.config, cell.lr_fixed, spec.lr)
-    return space.apply(tuning["params"], config)
+    return (space or search_space(cell, spec)).apply(tuning["params"], config)
 
 
 def run_study(
@@ -148,10 +152,12 @@ def run_study(
     configs, extras = [], []
     for i, cell in enumerate(experiment.cells, 1):
         label = f"cell {i}/{len(experiment.cells)} {cell.config.model} x {cell.config.loss}"
-        single = None if spec.per_seed else tune_cell(cell, spec, storage, out / TUNING_DIR, url, log)
+        space = search_space(cell, spec)  # resolved once per cell, not per seed
+        single = None if spec.per_seed else tune_cell(cell, spec, storage, out / TUNING_DIR, url, log,
+                                                      space=space)
         for seed in experiment.seeds:
             config = experiment.config_for(cell, seed)
-            tuning = single or tune_cell(cell, spec, storage, out / TUNING_DIR, url, log, config, seed)
+            tuning = single or tune_cell(cell, spec, storage, out / TUNING_DIR, url, log, config, seed, space)
             if single is None or seed == experiment.seeds[0]:
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in tuning["params"].items()) or "nothing tuned"
                 log(
@@ -159,7 +165,7 @@ def run_study(
                 )
                 if note := tuned_lr_note(tuning):
                     log(f"  warning: {note}; widen [tune] lr = [low, high] (every cell is then tuned anew)")
-            configs.append(eval_config(cell, spec, tuning, config))
+            configs.append(eval_config(cell, spec, tuning, config, space))
             extras.append({"tuning": tuning})
     if not is_journal(url):
         return run_grid_shared(configs, out, url, make_reporter, log, extras)

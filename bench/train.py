@@ -327,8 +327,8 @@ def prepare(config: RunConfig) -> Setup:
     data = prepare_splits(config)
     warnings = check_splits(data, config.batch_size)
     num_classes = len(data.class_names)
-    loss_params = resolve_loss_params(config.loss, config.loss_params, num_classes, config.base_dir)
-    criterion = build_loss(config.loss, loss_params, data.class_counts(), config.base_dir).to(device)
+    loss_params = resolve_loss_params(spec, config.loss_params, num_classes)  # the spec resolved above
+    criterion = build_loss(spec, loss_params, data.class_counts()).to(device)
     check_loss(criterion, config.loss, num_classes, device)
     macs = model_macs(config, data)
     loss_bf16 = spec.bf16 if spec.bf16 is not None else bf16_safe(criterion, num_classes)
@@ -343,12 +343,12 @@ def sources(config: RunConfig) -> dict:
     return {k: v for k, v in found.items() if v}
 
 
-def run_identity(config: RunConfig, extra: dict | None = None) -> str:
+def run_identity(config: RunConfig, extra: dict | None = None, found: dict | None = None) -> str:
     """The run's identity for resume and grids: the config hash, and for a user's own model or loss
     the sha256 of its code too, so an edited file makes a new run instead of resuming an old one.
     An eval run of a tuned cell also carries the cell (`tuning.cell`): two cells whose searches
     land on the same values are still two rows, each with its own run."""
-    found = sources(config)
+    found = sources(config) if found is None else found
     cell = ((extra or {}).get("tuning") or {}).get("cell")
     if not found and not cell:
         return config.config_hash()
@@ -393,7 +393,8 @@ def _run(
     """
     setup_start = time.perf_counter()
     reporter = reporter or QuietReporter()
-    config_hash = run_identity(config, extra)  # looked up before any data is decoded or model built
+    found = sources(config)  # plug-in files resolved and hashed once for the run
+    config_hash = run_identity(config, extra, found)  # looked up before any data is decoded or model built
     folder, completed = find_resumable(out_dir, config_hash) if resume else (None, None)
     if completed is not None:
         log.info("already completed: %s (nothing to resume; its record is shown as it is)",
@@ -450,7 +451,7 @@ def _run(
         "resumed_from": None if checkpoint is None else {"epoch": checkpoint["epoch"],
                                                          "step": checkpoint["step"]},
         "env": environment(runtime.device),
-        **({"sources": found} if (found := sources(config)) else {}),
+        **({"sources": found} if found else {}),
         **({"warnings": setup.warnings} if setup.warnings else {}),
         **(extra or {}),
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.checkpoint import Interrupted
@@ -63,6 +63,7 @@ class SearchSpace:
     lr: tuple[float, float] | None  # None: lr fixed at the config's value
     loss_params: tuple[str, ...]
     weight_decay: bool = False
+    hps: dict = field(default_factory=dict, compare=False, repr=False)  # loss_params' HParams, resolved once
 
     @classmethod
     def of(
@@ -70,10 +71,11 @@ class SearchSpace:
     ) -> "SearchSpace":
         """Everything the user left open: lr unless given, loss hyperparameters not in config.loss_params."""
         lr = None if lr_fixed else (lr_range or LR_RANGES[config.optimizer])
-        return cls(lr, tuple(tunable_params(config.loss, config.loss_params, config.base_dir)), weight_decay)
+        free = tunable_params(config.loss, config.loss_params, config.base_dir)
+        return cls(lr, tuple(free), weight_decay, free)
 
     def suggest(self, trial, config: RunConfig) -> RunConfig:
-        hps = get_loss(config.loss, config.base_dir).params
+        hps = self.hps
         if self.lr:
             trial.suggest_float("lr", *self.lr, log=True)
         for k in self.loss_params:
@@ -136,10 +138,9 @@ def enqueue_lr_grid(study, space: "SearchSpace", config: RunConfig, points: int)
     several workers start together (skip_if_exists)."""
     if not space.lr or points < 1:
         return []
-    hps = get_loss(config.loss, config.base_dir).params
     defaults = {}
     for k in space.loss_params:
-        hp = hps[k]
+        hp = space.hps[k]
         value = min(max(float(hp.default), hp.tune[0]), hp.tune[1])
         defaults |= {f"1-{k}": 1 - value} if hp.log_complement else {k: value}
     grid = lr_grid(space.lr, points)

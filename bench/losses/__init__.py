@@ -170,11 +170,12 @@ def loss_sources(name: str, base_dir: str | None = None) -> dict | None:
     return plugins.resolve("loss", name, base_dir).source if plugins.is_reference(name) else None
 
 
-def resolve_loss_params(name: str, given: dict[str, HParamValue], num_classes: int,
+def resolve_loss_params(name: str | LossSpec, given: dict[str, HParamValue], num_classes: int,
                         base_dir: str | None = None) -> dict:
     """Defaults overlaid with `given`, each checked against its declared range (a plug-in's own
-    hyperparameters are passed through as given)."""
-    spec = get_loss(name, base_dir)
+    hyperparameters are passed through as given). `name`: the loss, or its spec already resolved."""
+    spec = name if isinstance(name, LossSpec) else get_loss(name, base_dir)
+    name = name if isinstance(name, str) else spec.name
     if spec.source != "bench" and not spec.params:
         return dict(given)
     unknown = sorted(set(given) - set(spec.params))
@@ -189,14 +190,16 @@ def resolve_loss_params(name: str, given: dict[str, HParamValue], num_classes: i
 
 
 def build_loss(
-    name: str, params: dict[str, HParamValue], class_counts: Sequence[int] | None = None,
+    name: str | LossSpec, params: dict[str, HParamValue], class_counts: Sequence[int] | None = None,
     base_dir: str | None = None
 ) -> nn.Module:
-    """Instantiate a loss with already-resolved hyperparameters.
+    """Instantiate a loss with already-resolved hyperparameters (`name`: the loss, or its spec
+    already resolved).
 
     Losses that weight classes by frequency get the training split's `class_counts`.
     """
-    spec = get_loss(name, base_dir)
+    spec = name if isinstance(name, LossSpec) else get_loss(name, base_dir)
+    name = name if isinstance(name, str) else spec.name
     if spec.needs_class_counts:
         if class_counts is None:
             raise ValueError(f"loss {name!r} needs the training split's class counts")
