@@ -69,7 +69,8 @@ def test_same_seed_gives_same_init_and_batches_for_every_loss(tmp_path, monkeypa
     real_build = bench.train.build_loss
     monkeypatch.setattr(
         bench.train, "build_loss",
-        lambda name, *args: Spy(real_build(name, *args), seen.setdefault(name, {"targets": []})),
+        # the run passes its resolved LossSpec: keyed by the loss's name
+        lambda spec, *args: Spy(real_build(spec, *args), seen.setdefault(spec.name, {"targets": []})),
     )
     for loss in ("ce", "focal", "l1"):
         config = RunConfig(model="cnn-tiny", loss=loss, dataset="cifar10-sample", epochs=2,
