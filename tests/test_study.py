@@ -193,11 +193,13 @@ def test_a_killed_study_resumes_to_the_same_state(tmp_path, stage, pattern, sig)
 
 
 def run_two_workers(tmp_path, text: str) -> str:
-    """Two `bench grid` processes sharing one SQLite storage (fast heartbeats); returns its URL."""
+    """Two `bench grid` processes sharing one SQLite storage (fast heartbeats, with a grace period
+    of 15 s that a worker waiting on SQLite's write lock on a busy machine does not outlast);
+    returns its URL."""
     path = write(tmp_path, text)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     cmd = [sys.executable, "-m", "bench", "grid", str(path), "--quiet", "--storage", url]
-    env = {**os.environ, "BENCH_HEARTBEAT_SECONDS": "2"}
+    env = {**os.environ, "BENCH_HEARTBEAT_SECONDS": "5"}
     workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                for _ in range(2)]
     for w in workers:
