@@ -239,7 +239,8 @@ def _run_workers(experiment_file, out: Path, url: str, workers: int, quiet: bool
     codes = tuple(p.wait() for p in procs)
     for file in files:
         if file.exists():
-            tally.update(Counter(tally) + Counter(json.loads(file.read_text())))
+            for status, n in json.loads(file.read_text()).items():
+                tally[status] = tally.get(status, 0) + n
             file.unlink()
     return codes
 
@@ -281,12 +282,16 @@ def run_experiment(experiment, out: Path, storage: str | None, make_reporter, lo
     return run_grid(experiment.configs, out, make_reporter, log)
 
 
-def estimate(experiment: str | Path | None = None, **flags) -> list[dict]:
+def estimate(experiment=None, **flags) -> list[dict]:
     """What a grid would cost on this machine, one row per cell, from a few timed steps of each
-    model (nothing is run): eval runs, seconds each, tuning trials and their seconds at most."""
+    model (nothing is run): eval runs, seconds each, tuning trials and their seconds at most.
+    `experiment`: a file, an already loaded Experiment, or None with `flags` (see `experiment_of`)."""
     from bench.estimate import estimate as estimate_grid
 
-    return estimate_grid(experiment_of(experiment, **flags))
+    from bench.experiment import Experiment
+
+    loaded = experiment if isinstance(experiment, Experiment) else experiment_of(experiment, **flags)
+    return estimate_grid(loaded)
 
 
 def speed(model: str, dataset: str, loss: str = "ce", steps: int = 30, warmup: int = 5, **options) -> dict:
@@ -321,16 +326,22 @@ def leaderboard(paths, out: str | Path = "leaderboards", format: str = "markdown
     """
     from bench.leaderboards import write_leaderboards
 
-    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise UsageError(f"no such results folder or record: {', '.join(missing)}")
+    paths = _results(paths)
     if not 0 < margin < 100:
         raise UsageError(f"--margin is in percentage points of accuracy, between 0 and 100; got {margin:g}")
     return write_leaderboards(paths, Path(out), format, command or "bench.leaderboard(...)", margin / 100)
 
 
 ROLES = ("eval", "tuning", "all")
+
+
+def _results(paths) -> list[Path]:
+    """Results folders or records (one, or a list) as paths; a missing one is a UsageError."""
+    paths = [Path(p) for p in (paths if isinstance(paths, (list, tuple)) else [paths])]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such results folder or record: {', '.join(missing)}")
+    return paths
 
 
 def load_runs(path: str | Path | list = "runs", role: str = "eval"):
@@ -352,11 +363,8 @@ def load_runs(path: str | Path | list = "runs", role: str = "eval"):
 
     if role not in ROLES:
         raise UsageError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-    roots = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
-    missing = [str(p) for p in roots if not p.exists()]
-    if missing:
-        raise UsageError(f"no such results folder or record: {', '.join(missing)}")
-    loaded, _ = read_records(roots)  # torn or foreign files left out, as the leaderboard leaves them out
+    # torn or foreign files are left out, as the leaderboard leaves them out
+    loaded, _ = read_records(_results(path))
     rows = []
     for r, file in loaded:
         kind = "eval" if is_eval_record(r) else "tuning"

@@ -310,14 +310,15 @@ def print_estimate(experiment: str | None, flags: dict) -> ExitCode:
     from bench.report import duration
     from bench.train import resolve_device
 
-    first = api.experiment_of(experiment, **flags).cells[0].config
+    loaded = api.experiment_of(experiment, **flags)
+    first = loaded.cells[0].config
     device = resolve_device(first.device)
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if device.type == "cpu" and load > 0.5 * cores:
         print(f"warning: the machine is busy (load {load:.1f} on {cores} cores): these timings will be too "
               "slow",
               file=sys.stderr)
-    rows = api.estimate(experiment, **flags)
+    rows = api.estimate(loaded)  # the experiment loaded above, not read again
     name = experiment or "the grid"
     table = Table(title=f"estimate for {name} on {device_name(device)} ({device.type}), from 10 timed steps "
                         "per model")
