@@ -36,9 +36,9 @@ def config(model: str, loss: str, dataset: str, loss_params: dict | None = None,
     """
     from bench.datasets import get_dataset
     from bench.losses import get_loss
-    from bench.models import check_model
+    from bench.models import get_model
 
-    check_model(model), get_loss(loss), get_dataset(dataset)  # name errors first
+    get_model(model), get_loss(loss), get_dataset(dataset)  # name errors first
     keywords = {k: v for k, v in options.items() if k not in SETTINGS}
     params = dict(loss_params or {}) | keywords
     settings = {k: v for k, v in options.items() if k in SETTINGS}
@@ -77,9 +77,9 @@ def run(model: str, loss: str, dataset: str, out: str | Path = "runs", quiet: bo
 
     if params is not None:
         options, loss_params = _with_params(Path(params), loss, options, loss_params)
-    record, _ = run_one(config(model, loss, dataset, loss_params, **options), Path(out), make_reporter(quiet),
-                        command=command or "bench.run(...)", resume=resume)
-    return record
+    outcome = run_one(config(model, loss, dataset, loss_params, **options), Path(out), make_reporter(quiet),
+                      command=command or "bench.run(...)", resume=resume)
+    return outcome.record
 
 
 def _with_params(path: Path, loss: str, options: dict, loss_params: dict | None) -> tuple[dict, dict]:

@@ -43,7 +43,7 @@ from pathlib import Path
 from bench.config import PRUNERS, SETTINGS, TUNE_OBJECTIVES, RunConfig
 from bench.errors import UsageError
 from bench.losses import get_loss, resolve_loss_params
-from bench.models import check_model
+from bench.models import get_model
 
 GRID_KEYS = {"dataset", "models", "losses", "seeds", "tune", "split_per_seed"}
 RUN_FIELDS = SETTINGS
@@ -193,7 +193,7 @@ def load_experiment(path: Path) -> Experiment:
     if "classes" in shared:
         shared["classes"] = tuple(shared["classes"])
     for model, _ in models:
-        check_model(model, shared["base_dir"])
+        get_model(model, shared["base_dir"])
     split_per_seed = spec.get("split_per_seed", False)
     if not isinstance(split_per_seed, bool):
         raise UsageError(f"{where}: split_per_seed must be true or false, got {split_per_seed!r}")

@@ -11,9 +11,10 @@ from pathlib import Path
 from bench.checkpoint import Interrupted
 from bench.config import RunConfig
 from bench.errors import OutOfMemory, UsageError
+from bench.record import Status
 from bench.report import duration
 from bench.studies import fail_stale, open_point_queue, open_storage, states, wait
-from bench.train import find_resumable, run, run_identity
+from bench.train import Refs, find_resumable, run, run_identity
 
 
 def run_grid(configs: list[RunConfig], out_dir: Path, make_reporter, log=print,
@@ -41,30 +42,32 @@ def run_grid(configs: list[RunConfig], out_dir: Path, make_reporter, log=print,
 
 def run_point(
     config: RunConfig, out_dir: Path, make_reporter, label: str, log, extra: dict | None = None
-) -> str:
-    """Run one grid point (resuming it if it was interrupted); returns how it ended."""
-    _, done = find_resumable(out_dir, run_identity(config, extra))
+) -> Status | str:
+    """Run one grid point (resuming it if it was interrupted); returns how it ended, or
+    "skipped" for a point already completed."""
+    refs = Refs.of(config)  # the model and loss resolved once for the point
+    _, done = find_resumable(out_dir, run_identity(config, extra, refs.sources))
     if done is not None:
         log(f"{label}: already completed")
         return "skipped"
     start = time.perf_counter()
     try:
-        record, _ = run(config, out_dir, make_reporter(), resume=True, extra=extra)
+        outcome = run(config, out_dir, make_reporter(), resume=True, extra=extra, refs=refs)
     except OutOfMemory as exc:  # recorded as failed; smaller models may still fit
         log(f"{label}: failed ({exc})")
-        return "failed"
+        return Status.FAILED
     except (UsageError, Interrupted):
         raise  # bad input concerns the whole grid; a signal stops it (rerun to resume)
     except Exception as exc:  # recorded as failed by run(); the grid goes on
         log(f"{label}: failed ({type(exc).__name__}: {exc})")
-        return "failed"
-    test = record["metrics"].get("test")
+        return Status.FAILED
+    test = outcome.record["metrics"].get("test")
     log(
-        f"{label}: {record['status']} "
-        + (f"test acc {test['accuracy']:.2%}" if test else record.get("reason", ""))
+        f"{label}: {outcome.status} "
+        + (f"test acc {test['accuracy']:.2%}" if test else outcome.record.get("reason", ""))
         + f" ({duration(time.perf_counter() - start)})"
     )
-    return record["status"]
+    return outcome.status
 
 
 def label_of(i: int, n: int, config: RunConfig) -> str:
@@ -104,7 +107,7 @@ def run_grid_shared(
         status = run_point(configs[i], out_dir, make_reporter, label_of(i + 1, len(configs), configs[i]), log,
                            extras[i] if extras else None)
         tally[status] += 1
-        if status == "failed":
+        if status == Status.FAILED:
             raise RuntimeError(f"grid point {i} failed")
         return 1.0 if status in ("completed", "skipped") else 0.0
 

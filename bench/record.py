@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -36,6 +36,22 @@ class Status(StrEnum):
 
 
 STATUSES = tuple(s.value for s in Status if s is not Status.RUNNING)
+
+
+class Outcome(NamedTuple):
+    """What one run returns (`bench.train.run`): its record and where it was written, and how it
+    ended as a `Status`. A tuple, so `record, path = run(...)` reads as before."""
+
+    record: dict
+    path: Path
+
+    @property
+    def status(self) -> Status:
+        return Status(self.record["status"])
+
+    @property
+    def completed(self) -> bool:
+        return self.status is Status.COMPLETED
 RECORD_NAME = "record.json"
 HISTORY_NAME = "history.csv"  # one row per epoch, beside the record
 

@@ -28,14 +28,14 @@ from bench.config import RunConfig
 from bench.datasets import DataSplits, check_splits, prepare_splits
 from bench.errors import OutOfMemory, StorageError, UsageError
 from bench.loader import TensorBatches
-from bench.losses import build_loss, get_loss, loss_sources, resolve_loss_params
+from bench.losses import LossSpec, build_loss, get_loss, resolve_loss_params
 from bench.metrics import EvalAccumulator
-from bench.models import BuiltModel, build_model, check_model, plugin_sources
+from bench.models import BuiltModel, ModelSpec, build_model, get_model
 from bench.precision import NAMES as PRECISION_NAMES
 from bench.precision import bf16_safe, choose_precision
 from bench.record import (
-    HISTORY_NAME, RECORD_NAME, RUN_INFO_NAME, SCHEMA_VERSION, Status, environment, find_resumable, new_run_id,
-    utc_now, write_history_csv, write_json_atomic,
+    HISTORY_NAME, RECORD_NAME, RUN_INFO_NAME, SCHEMA_VERSION, Outcome, Status, environment, find_resumable,
+    new_run_id, utc_now, write_history_csv, write_json_atomic,
 )
 from bench.report import QuietReporter
 
@@ -227,11 +227,31 @@ def evaluate(model, batches: TensorBatches, criterion, num_classes: int, runtime
     return acc
 
 
+@dataclass(frozen=True)
+class Refs:
+    """A run's model and loss, resolved once (a plug-in file imported and hashed once) and passed
+    down to whatever checks, builds, counts or records them."""
+
+    model: ModelSpec
+    loss: LossSpec
+
+    @classmethod
+    def of(cls, config: RunConfig) -> Refs:
+        return cls(get_model(config.model, config.base_dir), get_loss(config.loss, config.base_dir))
+
+    @property
+    def sources(self) -> dict:
+        """`sources` of a record whose model or loss is a user's file or module (ref, path, sha256)."""
+        found = {"model": self.model.origin, "loss": self.loss.origin}
+        return {k: v for k, v in found.items() if v}
+
+
 @dataclass
 class Setup:
     """What a configuration resolves to before any training: device, data splits, loss."""
 
     config: RunConfig
+    refs: Refs
     runtime: Runtime
     data: DataSplits
     loss_params: dict
@@ -242,7 +262,7 @@ class Setup:
     def make_model(self) -> tuple[nn.Module, BuiltModel]:
         """The model on its device, with the seed's initial weights (the same whatever the loss)."""
         torch.manual_seed(self.config.seed)
-        built = _build(self.config, self.data, self.runtime.device)
+        built = _build(self.config, self.refs.model, self.data, self.runtime.device)
         return built.module.to(memory_format=built.memory_format), built
 
     def batches(self, split: str, batch_size: int, channels_last: bool) -> TensorBatches:
@@ -255,13 +275,13 @@ class Setup:
         )
 
 
-def _build(config: RunConfig, data: DataSplits, device: torch.device, weights: bool = True) -> BuiltModel:
+def _build(config: RunConfig, model: ModelSpec, data: DataSplits, device: torch.device,
+           weights: bool = True) -> BuiltModel:
     """The model on `device` with lazy modules materialised; `weights=False` skips loading
     pretrained or given weights (for counting MACs on the meta device)."""
     try:
-        built = build_model(config.model, data.input_shape, len(data.class_names), config.stem,
-                            config.pretrained and weights, config.weights if weights else None,
-                            config.base_dir)
+        built = build_model(model, data.input_shape, len(data.class_names), config.stem,
+                            config.pretrained and weights, config.weights if weights else None)
     except ValueError as exc:
         raise UsageError(f"model {config.model} cannot take {data.input_shape} inputs: {exc}") from None
     built.module = built.module.to(device)
@@ -269,18 +289,18 @@ def _build(config: RunConfig, data: DataSplits, device: torch.device, weights: b
     return built
 
 
-def model_macs(config: RunConfig, data: DataSplits) -> int:
+def model_macs(config: RunConfig, model: ModelSpec, data: DataSplits) -> int:
     """Forward MACs per image, counted on the meta device (no memory, no random draws); a
     user's model that cannot be built there is counted on the CPU instead."""
     rng = torch.get_rng_state()
     try:
         with torch.device("meta"):
-            built = _build(config, data, torch.device("meta"), weights=False)
+            built = _build(config, model, data, torch.device("meta"), weights=False)
         return count_macs(built.module, data.input_shape, torch.device("meta"))
     except UsageError:
         raise
     except Exception:  # noqa: BLE001  (meta tensors are not for every user's code)
-        built = _build(config, data, torch.device("cpu"), weights=False)
+        built = _build(config, model, data, torch.device("cpu"), weights=False)
         return count_macs(built.module, data.input_shape, torch.device("cpu"))
     finally:
         torch.set_rng_state(rng)
@@ -320,27 +340,21 @@ def check_loss(criterion: nn.Module, name: str, num_classes: int, device: torch.
     criterion.load_state_dict(state)  # a stateful loss (ghm-c) forgets this probe
 
 
-def prepare(config: RunConfig) -> Setup:
+def prepare(config: RunConfig, refs: Refs | None = None) -> Setup:
+    """The run's device, data, loss and precision (`refs`: its model and loss if already resolved)."""
     device = resolve_device(config.device)
-    check_model(config.model, config.base_dir)
-    spec = get_loss(config.loss, config.base_dir)
+    refs = refs or Refs.of(config)
+    spec = refs.loss
     data = prepare_splits(config)
     warnings = check_splits(data, config.batch_size)
     num_classes = len(data.class_names)
     loss_params = resolve_loss_params(spec, config.loss_params, num_classes)  # the spec resolved above
     criterion = build_loss(spec, loss_params, data.class_counts()).to(device)
     check_loss(criterion, config.loss, num_classes, device)
-    macs = model_macs(config, data)
+    macs = model_macs(config, refs.model, data)
     loss_bf16 = spec.bf16 if spec.bf16 is not None else bf16_safe(criterion, num_classes)
     runtime = resolve_runtime(config.device, config.precision, macs, loss_bf16)
-    return Setup(config, runtime, data, loss_params, criterion, macs, warnings)
-
-
-def sources(config: RunConfig) -> dict:
-    """`sources` of a record whose model or loss is a user's file or module (ref, path, sha256)."""
-    found = {"model": plugin_sources(config.model, config.base_dir),
-             "loss": loss_sources(config.loss, config.base_dir)}
-    return {k: v for k, v in found.items() if v}
+    return Setup(config, refs, runtime, data, loss_params, criterion, macs, warnings)
 
 
 def run_identity(config: RunConfig, extra: dict | None = None, found: dict | None = None) -> str:
@@ -348,7 +362,7 @@ def run_identity(config: RunConfig, extra: dict | None = None, found: dict | Non
     the sha256 of its code too, so an edited file makes a new run instead of resuming an old one.
     An eval run of a tuned cell also carries the cell (`tuning.cell`): two cells whose searches
     land on the same values are still two rows, each with its own run."""
-    found = sources(config) if found is None else found
+    found = Refs.of(config).sources if found is None else found
     cell = ((extra or {}).get("tuning") or {}).get("cell")
     if not found and not cell:
         return config.config_hash()
@@ -368,12 +382,13 @@ def storage_error(exc: OSError, out_dir: Path) -> StorageError:
 
 def run(
     config: RunConfig, out_dir: Path, reporter=None, command: str | None = None, resume: bool = False,
-    test: bool = True, extra: dict | None = None,
-) -> tuple[dict, Path]:
-    """Train and test one configuration; returns the record and the path it was written to.
+    test: bool = True, extra: dict | None = None, refs: Refs | None = None,
+) -> Outcome:
+    """Train and test one configuration; returns its `Outcome` (the record, the path it was
+    written to, how it ended). `refs`: its model and loss, if the caller resolved them already.
     A full disk or a read-only output folder is a StorageError (one line)."""
     try:
-        return _run(config, out_dir, reporter, command, resume, test, extra)
+        return _run(config, out_dir, reporter, command, resume, test, extra, refs)
     except OSError as exc:
         if exc.errno in STORAGE_ERRNOS:
             raise storage_error(exc, out_dir) from None
@@ -382,9 +397,9 @@ def run(
 
 def _run(
     config: RunConfig, out_dir: Path, reporter=None, command: str | None = None, resume: bool = False,
-    test: bool = True, extra: dict | None = None,
-) -> tuple[dict, Path]:
-    """Train and test one configuration; returns the record and the path it was written to.
+    test: bool = True, extra: dict | None = None, refs: Refs | None = None,
+) -> Outcome:
+    """Train and test one configuration.
 
     With `resume`, an unfinished run of the same configuration in `out_dir` continues from its
     last checkpoint (a completed one is returned as it is). `test=False` (tuning trials) never
@@ -393,14 +408,15 @@ def _run(
     """
     setup_start = time.perf_counter()
     reporter = reporter or QuietReporter()
-    found = sources(config)  # plug-in files resolved and hashed once for the run
+    refs = refs or Refs.of(config)  # plug-in files resolved and hashed once for the run
+    found = refs.sources
     config_hash = run_identity(config, extra, found)  # looked up before any data is decoded or model built
     folder, completed = find_resumable(out_dir, config_hash) if resume else (None, None)
     if completed is not None:
         log.info("already completed: %s (nothing to resume; its record is shown as it is)",
                  folder / RECORD_NAME)
-        return completed, folder / RECORD_NAME
-    setup = prepare(config)
+        return Outcome(completed, folder / RECORD_NAME)
+    setup = prepare(config, refs)
     runtime, data, loss_params = setup.runtime, setup.data, setup.loss_params
     model, built = setup.make_model()
     check_outputs_are_logits(model, data, config.model, runtime.device, config.allow_prob_outputs)
@@ -496,7 +512,7 @@ def _run(
         record["timing"]["wall_seconds"] = info["wall_seconds"]
         write_history_csv(folder / HISTORY_NAME, record["history"])
         write_json_atomic(folder / RECORD_NAME, record)
-    return record, folder / RECORD_NAME
+    return Outcome(record, folder / RECORD_NAME)
 
 
 def ending(stopped_by: BaseException | None, diverged_at: dict | None) -> tuple[Status, str | None]:

@@ -189,17 +189,18 @@ def trial_objective(config: RunConfig, space: SearchSpace, out: Path, objective:
         # lets a later start tell a killed run's trial from a live one
         trial.set_user_attr("worker", worker_tag())
         try:
-            record, _ = run(space.suggest(trial, config), out / TRIALS_DIR, PruningReporter(trial, key),
-                            resume=True,
-                            test=False, extra={"trial": {"study": study_name, "number": trial.number}})
+            outcome = run(space.suggest(trial, config), out / TRIALS_DIR, PruningReporter(trial, key),
+                          resume=True, test=False,
+                          extra={"trial": {"study": study_name, "number": trial.number}})
         except RunStopped:
             raise optuna.TrialPruned()
         except (Interrupted, KeyboardInterrupt):  # the latter: SIGINT outside the training loop's handler
             # re-queued by the next tune / study (requeue_interrupted)
             trial.set_user_attr("interrupted", True)
             raise
-        if record["status"] != "completed":
+        if not outcome.completed:
             raise optuna.TrialPruned()  # diverged: nothing to learn from its value
+        record = outcome.record
         value = record["history"][-1][key]
         last = record["history"][-1]
         trial.set_user_attr("val_nll", last["val_nll"])  # breaks exact ties (best_trial)

@@ -11,6 +11,7 @@ import pytest
 
 import bench
 import bench.record
+import bench.report
 import bench.train
 from bench.cli import build_parser
 from bench.config import SETTINGS, RunConfig
@@ -93,6 +94,49 @@ def test_a_completed_run_is_found_before_data_is_decoded(tmp_path, monkeypatch):
                       resume=True)
     assert again["run_id"] == record["run_id"]
     assert bench.api.record_path(record, tmp_path).exists()
+
+
+PLUGINS = """
+import torch.nn.functional as F
+from torch import nn
+
+
+def linear(input_shape, num_classes):
+    c, h, w = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, num_classes))
+
+
+def smooth_ce(logits, targets):
+    return F.cross_entropy(logits.float(), targets, label_smoothing=0.05)
+"""
+
+
+def test_a_grid_point_resolves_its_model_and_loss_once_and_returns_a_typed_outcome(tmp_path, monkeypatch):
+    """Plug-in references are imported and hashed once per run (`train.Refs`), not once for the
+    identity, the check, the MAC count, the build and the record's sources each."""
+    import bench.grids
+    import bench.plugins
+    from bench.record import Outcome, Status
+
+    (tmp_path / "mine.py").write_text(PLUGINS)
+    resolved = []
+    real_resolve = bench.plugins.resolve
+
+    def counting(kind, ref, base_dir=None):
+        resolved.append(kind)
+        return real_resolve(kind, ref, base_dir)
+
+    monkeypatch.setattr(bench.plugins, "resolve", counting)
+    config = RunConfig(model=f"{tmp_path / 'mine.py'}:linear", loss=f"{tmp_path / 'mine.py'}:smooth_ce",
+                       dataset="cifar10-sample", epochs=1, limit_train=128, limit_test=32)
+    status = bench.grids.run_point(config, tmp_path / "runs", bench.report.QuietReporter, "point", lambda *_: None)
+    assert status is Status.COMPLETED
+    assert sorted(resolved) == ["loss", "model"]
+    outcome = bench.train.run(config, tmp_path / "runs", resume=True)  # found, not run again
+    assert isinstance(outcome, Outcome) and outcome.status is Status.COMPLETED and outcome.completed
+    record, path = outcome
+    assert path == outcome.path and record["sources"]["model"]["ref"].endswith("mine.py:linear")
+    assert bench.grids.run_point(config, tmp_path / "runs", bench.report.QuietReporter, "p", print) == "skipped"
 
 
 def test_resume_lookups_read_each_run_folder_once(tmp_path, monkeypatch):

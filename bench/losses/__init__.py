@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from torch import nn
@@ -108,6 +108,7 @@ class LossSpec:
     # False: its value or gradient moves under bf16-rounded logits, so --precision auto keeps fp32
     # (bench.precision); None: a user's loss, probed when a run starts
     bf16: bool | None = True
+    origin: dict | None = None  # a plug-in's {"ref", "path", "sha256"}, kept in the record
 
     @property
     def summary(self) -> str:
@@ -158,16 +159,12 @@ def spec_of(obj, name: str, source: str) -> LossSpec:
 
 
 def get_loss(name: str, base_dir: str | None = None) -> LossSpec:
-    """A registered loss, or a user's `FILE.py:NAME` / `package.module:NAME` reference."""
+    """The loss `name` refers to, resolved once: a registered loss, or a user's `FILE.py:NAME` /
+    `package.module:NAME` reference (imported and hashed)."""
     if plugins.is_reference(name):
         plugin = plugins.resolve("loss", name, base_dir)
-        return spec_of(plugin.obj, name, plugin.source["path"])
+        return replace(spec_of(plugin.obj, name, plugin.source["path"]), origin=plugin.source)
     return LOSSES.get(name)
-
-
-def loss_sources(name: str, base_dir: str | None = None) -> dict | None:
-    """The record's `sources` entry of a plug-in loss reference, else None."""
-    return plugins.resolve("loss", name, base_dir).source if plugins.is_reference(name) else None
 
 
 def resolve_loss_params(name: str | LossSpec, given: dict[str, HParamValue], num_classes: int,

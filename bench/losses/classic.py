@@ -116,15 +116,11 @@ class BrierLoss(nn.Module):
     params={"margin": HParam(1.0, low=0.0, low_open=True, tune=(0.1, 5.0), log=True,
                              help="required logit margin")},
 )
-class MultiMarginLoss(nn.Module):
+class MultiMarginLoss(nn.MultiMarginLoss):
     """Multi-class hinge (Weston & Watkins 1999): sum_{k != y} max(0, margin - s_y + s_k) / C."""
 
-    def __init__(self, margin: float = 1.0) -> None:
-        super().__init__()
-        self.margin = margin
-
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.multi_margin_loss(upcast(logits), targets, margin=self.margin)
+        return super().forward(upcast(logits), targets)  # torch's, on fp32 logits
 
 
 @register_loss("perceptron")

@@ -26,7 +26,7 @@ class PlusReverseCE(nn.Module):
     """alpha * an active term + beta * reverse cross-entropy, averaged over samples: the robust
     pairs of Wang et al. 2019 (sce) and Ma et al. 2020 (nce+rce) differ in the active term only."""
 
-    def __init__(self, alpha: float, beta: float) -> None:
+    def __init__(self, alpha: float, beta: float) -> None:  # defaults: the registry's (sce's differ)
         super().__init__()
         self.alpha, self.beta = alpha, beta
 
@@ -35,6 +35,9 @@ class PlusReverseCE(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return (self.alpha * self.active(logits, targets) + self.beta * reverse_ce(logits, targets)).mean()
+
+
+RCE_WEIGHT = HParam(1.0, low=0.0, tune=(0.1, 10.0), log=True, help="weight of reverse cross-entropy")
 
 
 @register_loss(
@@ -57,14 +60,11 @@ class GeneralizedCE(nn.Module):
     "sce",
     params={
         "alpha": HParam(0.1, low=0.0, tune=(0.01, 1.0), log=True, help="weight of cross-entropy"),
-        "beta": HParam(1.0, low=0.0, tune=(0.1, 10.0), log=True, help="weight of reverse cross-entropy"),
+        "beta": RCE_WEIGHT,
     },
 )
 class SymmetricCE(PlusReverseCE):
     """Symmetric cross-entropy (Wang et al. 2019): alpha CE + beta RCE, RCE = -log(1e-4) (1 - p_y)."""
-
-    def __init__(self, alpha: float = 0.1, beta: float = 1.0) -> None:
-        super().__init__(alpha, beta)
 
     def active(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return -target_log_prob(logits, targets)
@@ -74,14 +74,11 @@ class SymmetricCE(PlusReverseCE):
     "nce+rce",
     params={
         "alpha": HParam(1.0, low=0.0, tune=(0.1, 10.0), log=True, help="weight of normalized cross-entropy"),
-        "beta": HParam(1.0, low=0.0, tune=(0.1, 10.0), log=True, help="weight of reverse cross-entropy"),
+        "beta": RCE_WEIGHT,
     },
 )
 class NCEandRCE(PlusReverseCE):
     """Active-passive loss NCE+RCE (Ma et al. 2020): alpha (-log p_y) / (-sum_k log p_k) + beta RCE."""
-
-    def __init__(self, alpha: float = 1.0, beta: float = 1.0) -> None:
-        super().__init__(alpha, beta)
 
     def active(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         log_p = log_probs(logits)

@@ -24,10 +24,14 @@ Builder = Callable[[tuple[int, int, int], int], nn.Module]
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A model reference resolved once (`get_model`) and passed down to whatever builds, counts
+    or records it."""
+
     name: str
-    build: Builder
+    build: Builder | None  # None: a timm model, built with its stem and weights (build_timm)
     convolutional: bool | None  # trains in channels_last memory format; None: has a Conv2d
-    source: str = "bench"  # or the package an entry point came from
+    source: str = "bench"  # or the package an entry point came from, or a plug-in's path
+    origin: dict | None = None  # a plug-in's {"ref", "path", "sha256"}, kept in the record
 
     @property
     def summary(self) -> str:
@@ -58,17 +62,18 @@ class BuiltModel:
         return torch.channels_last if self.convolutional else torch.contiguous_format
 
 
-def check_model(name: str, base_dir: str | None = None) -> None:
-    """Raise a UsageError naming the choices unless `name` is registered, `timm:<a timm name>`,
-    or a plug-in reference that resolves."""
+def get_model(name: str, base_dir: str | None = None) -> ModelSpec:
+    """The model `name` refers to, resolved once: a registered name, `timm:<a timm name>` or a
+    plug-in reference (imported and hashed). Anything else is a UsageError naming the choices."""
     if name.startswith(TIMM_PREFIX):
         from bench.models.timm_adapter import check_name
 
         check_name(name[len(TIMM_PREFIX):])
-    elif plugins.is_reference(name):
-        plugin_builder(name, base_dir)
-    else:
-        MODELS.get(name)
+        return ModelSpec(name, None, True, "timm")
+    if plugins.is_reference(name):
+        plugin = plugins.resolve("model", name, base_dir)
+        return ModelSpec(name, builder_of(plugin.obj, name), None, plugin.source["path"], plugin.source)
+    return MODELS.get(name)
 
 
 def instantiate(obj, ref: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -85,10 +90,6 @@ def instantiate(obj, ref: str, input_shape: tuple[int, int, int], num_classes: i
     return module
 
 
-def plugin_builder(ref: str, base_dir: str | None = None) -> Builder:
-    return builder_of(plugins.resolve("model", ref, base_dir).obj, ref)
-
-
 def builder_of(obj, ref: str) -> Builder:
     """A registry-style builder for a user's nn.Module class or builder function."""
     if isinstance(obj, type) and not issubclass(obj, nn.Module) or not callable(obj):
@@ -98,31 +99,26 @@ def builder_of(obj, ref: str) -> Builder:
 
 
 def build_model(
-    name: str, input_shape: tuple[int, int, int], num_classes: int,
+    model: str | ModelSpec, input_shape: tuple[int, int, int], num_classes: int,
     stem: str = "auto", pretrained: bool = False, weights: str | None = None, base_dir: str | None = None,
 ) -> BuiltModel:
-    if name.startswith(TIMM_PREFIX):
+    """A fresh model for `input_shape` and `num_classes` (`model`: a name, or its spec already
+    resolved by `get_model`). `stem`, `pretrained` and `weights` apply to timm models only."""
+    spec = model if isinstance(model, ModelSpec) else get_model(model, base_dir)
+    if spec.build is None:
         from bench.models.timm_adapter import build_timm
 
-        module, used = build_timm(name[len(TIMM_PREFIX):], input_shape, num_classes, stem, pretrained,
+        module, used = build_timm(spec.name[len(TIMM_PREFIX):], input_shape, num_classes, stem, pretrained,
                                   weights)
         return BuiltModel(module, True, used)
     if pretrained or weights or stem == "cifar":
-        raise UsageError(f"--pretrained, --weights and --stem cifar apply to timm:<name> models, not {name}")
-    if plugins.is_reference(name):
-        build, convolutional = plugin_builder(name, base_dir), None
-    else:
-        spec = MODELS.get(name)
-        build, convolutional = spec.build, spec.convolutional
-    module = build(input_shape, num_classes)
+        raise UsageError(f"--pretrained, --weights and --stem cifar apply to timm:<name> models, "
+                         f"not {spec.name}")
+    module = spec.build(input_shape, num_classes)
+    convolutional = spec.convolutional
     if convolutional is None:
         convolutional = any(isinstance(m, nn.Conv2d) for m in module.modules())
     return BuiltModel(module, convolutional, None)
-
-
-def plugin_sources(name: str, base_dir: str | None = None) -> dict | None:
-    """The record's `sources` entry of a plug-in model reference, else None."""
-    return plugins.resolve("model", name, base_dir).source if plugins.is_reference(name) else None
 
 
 from bench.models import cnn, mlp  # noqa: E402,F401  (fill the registry)
