@@ -52,6 +52,8 @@ class Outcome(NamedTuple):
     @property
     def completed(self) -> bool:
         return self.status is Status.COMPLETED
+
+
 RECORD_NAME = "record.json"
 HISTORY_NAME = "history.csv"  # one row per epoch, beside the record
 
