@@ -15,7 +15,11 @@ OPTIMIZERS = {"sgd": 0.05, "adamw": 1e-3}  # name -> default learning rate
 LR_RANGES = {"sgd": (1e-3, 0.5), "adamw": (1e-5, 1e-2)}  # name -> the tuner's default lr search range
 TUNE_OBJECTIVES = ("val_acc", "val_nll")
 PRUNERS = ("hyperband", "median")
-SCHEDULES = ("cosine", "step", "constant")
+SCHEDULES = ("cosine", "step", "constant", "linear")
+TTA_LEVELS = (0, 1, 2)
+# Fields added after records were published: at these defaults they stay out of a run's identity,
+# so runs from before them keep their hash (and grids still find them).
+LATER_DEFAULTS = {"warmup_epochs": 0.0, "translate": 4, "tta": 0}
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NOISE_TYPES = ("symmetric", "asymmetric")
@@ -73,7 +77,8 @@ class RunConfig:
     optimizer: str = setting("sgd", choices=tuple(OPTIMIZERS))
     momentum: float = setting(0.9, "SGD momentum (Nesterov)")
     weight_decay: float = setting(5e-4)
-    schedule: str = setting("cosine", choices=SCHEDULES)
+    schedule: str = setting("cosine", "lr after any warm-up: cosine to zero, x0.1 at half and three quarters "
+                                      "of training, constant, or linear to zero", choices=SCHEDULES)
     warmup_epochs: float = setting(0.0, "linear lr warm-up over this many epochs, then the schedule (AdamW "
                                         "on ConvNeXt/ViT wants 1-5)")
     val_fraction: float = setting(0.1, "share of train held out for validation")
@@ -93,6 +98,10 @@ class RunConfig:
                                      "as train)")
     skip_bad_images: bool = setting(False, "leave unreadable images out (counted)")
     augment: bool = setting(True, "no random crop / flip", flag="--no-augment")
+    translate: int = setting(4, "random crop: pad by this many pixels, crop back (a random translation)")
+    tta: int = setting(0, "test-time augmentation, reported beside the plain test metrics "
+                          "(metrics.test_tta): 1 = mirror, 2 = mirror and 1-pixel translations (airbench's)",
+                       choices=TTA_LEVELS)
     stem: str = setting("auto",
                         "timm models: cifar = small-image stem (stride-1 3x3 conv; ConvNeXt too; ViT: "
                                 "size/8 patches); auto = ResNet/EfficientNet-style stems only, at 32 px or "
@@ -119,6 +128,9 @@ class RunConfig:
             (0 <= self.warmup_epochs < self.epochs,
              f"--warmup-epochs must lie in [0, --epochs), got {self.warmup_epochs} for {self.epochs} epochs"),
             (0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}"),
+            (self.translate >= 1, f"--translate must be at least 1 pixel (--no-augment turns it off), got "
+                                  f"{self.translate}"),
+            (self.tta in TTA_LEVELS, f"--tta must be one of 0, 1, 2, got {self.tta!r}"),
             (self.limit_train is None or self.limit_train >= 2,
              f"--limit-train must be at least 2, got {self.limit_train}"),
             (self.limit_test is None or self.limit_test >= 1,
@@ -162,8 +174,9 @@ class RunConfig:
         # clean_val changes nothing without noise: runs from before it keep their hash
         if not self.label_noise:
             del identity["clean_val"]
-        if not self.warmup_epochs:  # no warm-up: runs from before the field keep their hash
-            del identity["warmup_epochs"]
+        for name, default in LATER_DEFAULTS.items():
+            if identity[name] == default:
+                del identity[name]
         return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
     @property

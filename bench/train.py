@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -128,24 +129,36 @@ def check_outputs_are_logits(model: nn.Module, data: DataSplits, name: str, devi
 
 
 def make_optimizer(config: RunConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    """SGD (Nesterov) or AdamW. On CUDA the fused kernels: one launch for every parameter, and
-    GradScaler (fp16) hands them its scale and inf flag on the device instead of checking them on
-    the host with a sync every step."""
+    """SGD (Nesterov) or AdamW over the trainable parameters. On CUDA the fused kernels: one launch
+    for every parameter, and GradScaler (fp16) hands them its scale and inf flag on the device
+    instead of checking them on the host with a sync every step.
+
+    A parameter may carry `lr_scale` (a model's own choice, e.g. airbench's 64x on batch-norm
+    biases): it trains at that multiple of the lr, in a group of its own whose weight decay is
+    divided by it, so the decay per step (lr x weight decay) stays the same."""
     fused = {"fused": True} if device.type == "cuda" else {}
+    groups: dict[float, list] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault(float(getattr(p, "lr_scale", 1.0)), []).append(p)
+    params = [{"params": ps, "lr": config.lr * scale, "weight_decay": config.weight_decay / scale}
+              for scale, ps in sorted(groups.items())]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum,
-            weight_decay=config.weight_decay, nesterov=config.momentum > 0, **fused,
-        )
-    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **fused)
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay, nesterov=config.momentum > 0, **fused)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
 
 
 def lr_factor(config: RunConfig, total_steps: int):
-    """The lr multiplier at each step: cosine to zero, x0.1 at 50% and 75% of training, or constant;
-    with `warmup_epochs`, first a linear ramp from 1/warm-up steps of the lr to all of it."""
+    """The lr multiplier at each step: cosine to zero, x0.1 at 50% and 75% of training, constant, or
+    linear to zero; with `warmup_epochs`, first a linear ramp from 1/warm-up steps of the lr to all
+    of it (warm-up then linear is close to airbench's triangle: 0.2 -> 1 at 23% -> 0.07)."""
     if config.schedule == "cosine":
         def factor(step):
             return 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    elif config.schedule == "linear":
+        def factor(step):
+            return 1 - min(step, total_steps) / total_steps
     elif config.schedule == "step":
         def factor(step):
             return 0.1 ** ((step >= total_steps // 2) + (step >= total_steps * 3 // 4))
@@ -214,14 +227,31 @@ def train_step(model, criterion, optimizer, scaler, runtime: Runtime, x, y) -> t
     return logits, loss
 
 
-def evaluate(model, batches: TensorBatches, criterion, num_classes: int, runtime: Runtime) -> EvalAccumulator:
+def tta_logits(model, x: torch.Tensor, level: int) -> torch.Tensor:
+    """Logits averaged over test-time views, as airbench does: level 0 the image; 1 it and its
+    mirror; 2 half that, half the mirrored pair shifted one pixel up-left and down-right (reflect
+    padding)."""
+    if level == 0:
+        return model(x)
+    mirrored = 0.5 * model(x) + 0.5 * model(x.flip(-1))
+    if level == 1:
+        return mirrored
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = [tta_logits(model, padded[..., i:i + h, i:i + w], 1) for i in (0, 2)]
+    return 0.5 * mirrored + 0.25 * (shifted[0] + shifted[1])
+
+
+def evaluate(model, batches: TensorBatches, criterion, num_classes: int, runtime: Runtime,
+             tta: int = 0) -> EvalAccumulator:
+    """Metrics of a split, the model in eval mode; `tta`: test-time augmentation level (`tta_logits`)."""
     model.eval()
     criterion.eval()  # a stateful loss (ghm-c with momentum) learns from training batches only
     acc = EvalAccumulator(num_classes, runtime.device)
     with torch.no_grad():
         for x, y in batches.epoch(0):
             with runtime.autocast():
-                logits = model(x)
+                logits = tta_logits(model, x, tta)
             acc.update(logits, y, criterion(logits, y))
     criterion.train()
     return acc
@@ -270,7 +300,8 @@ class Setup:
         train = split == "train"
         return TensorBatches(
             getattr(self.data, split), batch_size, self.data.mean, self.data.std, self.runtime.device,
-            train=train, seed=self.config.seed, crop_pad=4 if train and self.config.augment else 0,
+            train=train, seed=self.config.seed,
+            crop_pad=self.config.translate if train and self.config.augment else 0,
             channels_last=channels_last,
         )
 
@@ -641,3 +672,6 @@ def train_and_test(
         record["metrics"]["test"] = evaluate(net, test_batches, criterion, num_classes, runtime).result(
             data.class_names
         )
+        if config.tta:  # reported beside the plain metrics, never instead of them
+            record["metrics"]["test_tta"] = evaluate(net, test_batches, criterion, num_classes, runtime,
+                                                     config.tta).result(data.class_names)

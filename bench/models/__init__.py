@@ -121,7 +121,7 @@ def build_model(
     return BuiltModel(module, convolutional, None)
 
 
-from bench.models import cnn, mlp  # noqa: E402,F401  (fill the registry)
+from bench.models import airbench, cnn, mlp  # noqa: E402,F401  (fill the registry)
 
 for _name, _obj, _origin in plugins.entry_points("model"):  # installed packages' models, by name
     try:

@@ -1,0 +1,124 @@
+"""The speed-run parts (issue #28, item 4) on a CPU with tiny settings: airbench94's network as a
+bench model, per-parameter lr scales, translate, the linear schedule and test-time augmentation.
+The 94% claim itself needs a GPU and full CIFAR-10; these check that each part does what it says."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from bench.checkpoint import Interrupted
+from bench.config import RunConfig
+from bench.models import build_model
+from bench.report import QuietReporter
+from bench.train import lr_factor, make_optimizer, run, tta_logits
+
+
+def test_airbench_has_airbench94s_shape_and_sizes_itself_from_the_input():
+    built = build_model("airbench", (3, 32, 32), 10)
+    assert built.convolutional and built.stem is None
+    params = sum(p.numel() for p in built.module.parameters())
+    assert 1.9e6 < params < 2.05e6  # airbench94: about 2 M
+    assert built.module(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert build_model("airbench", (3, 64, 64), 7).module(torch.randn(2, 3, 64, 64)).shape == (2, 7)
+    with pytest.raises(ValueError, match="at least 16x16"):
+        build_model("airbench", (3, 8, 8), 10)
+
+
+def test_the_whitening_layer_whitens_the_first_training_batch_and_keeps_its_weights():
+    net = build_model("airbench", (3, 32, 32), 10).module
+    whitening = net[0]
+    mixed = torch.randn(256, 3, 3)  # correlated channels: the patches are far from white
+    x = torch.einsum("ij,njhw->nihw", mixed[0], torch.randn(256, 3, 32, 32))
+    before = whitening.weight.clone()
+    net.eval()(x)  # eval forwards (bench's output and MAC checks) leave it alone
+    assert torch.equal(whitening.weight, before) and not whitening.initialized
+    net.train()(x)
+    assert whitening.initialized and not whitening.weight.requires_grad
+    with torch.no_grad():
+        y = nn.functional.conv2d(x, whitening.weight[:12])  # the 12 eigen-filters (then their negatives)
+    features = y.permute(0, 2, 3, 1).reshape(-1, 12)
+    covariance = features.T @ features / len(features)
+    assert torch.allclose(covariance, torch.eye(12), atol=0.02)
+    assert torch.equal(whitening.weight[12:], -whitening.weight[:12])
+    weights = whitening.weight.clone()
+    net(x * 3 + 1)  # set once: a later batch changes nothing
+    assert torch.equal(whitening.weight, weights)
+    fresh = build_model("airbench", (3, 32, 32), 10).module
+    fresh.load_state_dict(net.state_dict())  # a checkpoint carries the weights and the flag
+    assert fresh[0].initialized and torch.equal(fresh[0].weight, weights)
+
+
+def test_a_parameters_lr_scale_gets_its_own_group_with_the_same_decay_per_step():
+    net = build_model("airbench", (3, 32, 32), 10).module
+    config = RunConfig(model="airbench", loss="ce", dataset="cifar10", lr=0.2, weight_decay=5e-4)
+    optimizer = make_optimizer(config, net, torch.device("cpu"))
+    plain, scaled = optimizer.param_groups
+    assert (plain["lr"], scaled["lr"]) == (0.2, pytest.approx(0.2 * 64))
+    assert scaled["lr"] * scaled["weight_decay"] == pytest.approx(plain["lr"] * plain["weight_decay"])
+    trainable = {id(p) for p in net.parameters() if p.requires_grad}
+    grouped = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(grouped) == sorted(trainable)  # frozen whitening weights and BN scales left out
+    assert {id(p) for p in scaled["params"]} == {id(m.bias) for m in net.modules()
+                                                 if isinstance(m, nn.BatchNorm2d)}
+    adamw = make_optimizer(replace(config, optimizer="adamw", lr=1e-3), nn.Linear(3, 2), torch.device("cpu"))
+    assert len(adamw.param_groups) == 1 and adamw.param_groups[0]["lr"] == 1e-3  # no scale: as before
+
+
+def test_linear_schedule_with_warmup_is_a_triangle():
+    config = RunConfig(model="cnn", loss="ce", dataset="cifar10", epochs=10, schedule="linear", warmup_epochs=2)
+    factor = lr_factor(config, 100)
+    assert factor(0) == pytest.approx(1 / 20 * 1.0)
+    assert factor(19) == pytest.approx(1 - 19 / 100)
+    assert factor(60) == pytest.approx(0.4) and factor(100) == 0.0
+
+
+def test_tta_averages_the_mirror_and_the_one_pixel_shifts():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 4)).eval()
+    x = torch.randn(5, 3, 6, 6)
+    assert torch.equal(tta_logits(model, x, 0), model(x))
+    mirror = 0.5 * model(x) + 0.5 * model(x.flip(-1))
+    assert torch.allclose(tta_logits(model, x, 1), mirror)
+    padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    up_left, down_right = padded[..., :6, :6], padded[..., 2:, 2:]
+    expected = 0.5 * mirror + 0.25 * sum(0.5 * model(v) + 0.5 * model(v.flip(-1)) for v in (up_left, down_right))
+    assert torch.allclose(tta_logits(model, x, 2), expected, atol=1e-6)
+
+
+def test_settings_added_later_keep_older_runs_identities():
+    base = RunConfig(model="cnn-tiny", loss="ce", dataset="cifar10", epochs=3)
+    assert base.config_hash() == "50e92cb02aa6"  # as before translate and tta existed
+    assert replace(base, translate=2).config_hash() != base.config_hash()
+    assert replace(base, tta=2).config_hash() != base.config_hash()
+    for bad, message in (({"translate": 0}, "--translate must be at least 1"), ({"tta": 3}, "--tta must be one of")):
+        with pytest.raises(Exception, match=message):
+            replace(base, **bad)
+
+
+def test_airbench_trains_with_any_loss_reports_tta_and_resumes_exactly(tmp_path):
+    config = RunConfig(model="airbench", loss="focal", dataset="cifar10-sample", epochs=2, batch_size=128,
+                       limit_train=512, limit_test=200, lr=0.5, momentum=0.85, schedule="linear",
+                       warmup_epochs=0.5, translate=2, tta=2, precision="fp32")
+    record, _ = run(config, tmp_path / "whole")
+    assert record["status"] == "completed" and record["config"]["tta"] == 2
+    plain, tta = record["metrics"]["test"], record["metrics"]["test_tta"]
+    assert set(plain) == set(tta) and 0.0 <= tta["accuracy"] <= 1.0
+
+    class StopAtSecondEpoch(QuietReporter):
+        def epoch(self, entry):
+            if entry["epoch"] == 2:
+                raise Interrupted(signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        run(config, tmp_path / "split", StopAtSecondEpoch())
+    resumed, _ = run(config, tmp_path / "split", resume=True)
+    assert resumed["resumed_from"] == {"epoch": 1, "step": 0}
+    # the whitening set in epoch 1 comes back from the checkpoint: the same run, to the bit
+    assert resumed["history"] == [{**h, "seconds": r["seconds"]} for h, r in zip(record["history"],
+                                                                                   resumed["history"])]
+    assert resumed["metrics"]["test_tta"]["accuracy"] == tta["accuracy"]
