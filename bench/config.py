@@ -17,9 +17,10 @@ TUNE_OBJECTIVES = ("val_acc", "val_nll")
 PRUNERS = ("hyperband", "median")
 SCHEDULES = ("cosine", "step", "constant", "linear")
 TTA_LEVELS = (0, 1, 2)
+FLIPS = ("random", "alternate")
 # Fields added after records were published: at these defaults they stay out of a run's identity,
 # so runs from before them keep their hash (and grids still find them).
-LATER_DEFAULTS = {"warmup_epochs": 0.0, "translate": 4, "tta": 0}
+LATER_DEFAULTS = {"warmup_epochs": 0.0, "translate": 4, "flip": "random", "tta": 0}
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NOISE_TYPES = ("symmetric", "asymmetric")
@@ -99,6 +100,9 @@ class RunConfig:
     skip_bad_images: bool = setting(False, "leave unreadable images out (counted)")
     augment: bool = setting(True, "no random crop / flip", flag="--no-augment")
     translate: int = setting(4, "random crop: pad by this many pixels, crop back (a random translation)")
+    flip: str = setting("random", "horizontal flips: random each epoch, or alternate: random in the first "
+                                  "epoch, then each image flipped every other epoch (airbench's)",
+                        choices=FLIPS)
     tta: int = setting(0, "test-time augmentation, reported beside the plain test metrics "
                           "(metrics.test_tta): 1 = mirror, 2 = mirror and 1-pixel translations (airbench's)",
                        choices=TTA_LEVELS)
@@ -131,6 +135,7 @@ class RunConfig:
             (self.translate >= 1, f"--translate must be at least 1 pixel (--no-augment turns it off), got "
                                   f"{self.translate}"),
             (self.tta in TTA_LEVELS, f"--tta must be one of 0, 1, 2, got {self.tta!r}"),
+            (self.flip in FLIPS, f"--flip must be one of {', '.join(FLIPS)}, got {self.flip!r}"),
             (self.limit_train is None or self.limit_train >= 2,
              f"--limit-train must be at least 2, got {self.limit_train}"),
             (self.limit_test is None or self.limit_test >= 1,

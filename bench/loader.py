@@ -35,6 +35,7 @@ class TensorBatches:
         train: bool = False,
         seed: int = 0,
         crop_pad: int = 4,
+        alternate_flip: bool = False,
         channels_last: bool = False,
     ) -> None:
         self.device = device
@@ -48,6 +49,8 @@ class TensorBatches:
         self.train = train
         self.seed = seed
         self.crop_pad = crop_pad
+        # airbench's flips: each image's flip drawn once (from the seed), then inverted every other epoch
+        self.alternate_flip = alternate_flip
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # Training drops a last partial batch (batch norm cannot train on one sample) unless
         # the split is smaller than one batch.
@@ -65,13 +68,17 @@ class TensorBatches:
         return torch.randperm(len(self.labels), generator=generator)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self.order(epoch)
-        host_order, order = order.to(self.images.device), order.to(self.device)
+        cpu_order = self.order(epoch)
+        host_order, order = cpu_order.to(self.images.device), cpu_order.to(self.device)
         augment = self.train and self.crop_pad > 0
         if augment:  # the whole epoch's draws, copied to the device once
             sizes = [min(self.batch_size, len(order) - i * self.batch_size) for i in range(len(self))]
             generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 50_000)
-            offsets, flips = (t.to(self.device) for t in draw_crop_flip(sizes, self.crop_pad, generator))
+            offsets, flips = draw_crop_flip(sizes, self.crop_pad, generator)
+            if self.alternate_flip:  # the crop draws stay as they are: runs differ in flips only
+                first = torch.rand(len(self.labels), generator=torch.Generator().manual_seed(self.seed)) < 0.5
+                flips = first[cpu_order[:len(flips)]] ^ bool(epoch % 2)
+            offsets, flips = offsets.to(self.device), flips.to(self.device)
         for i in range(len(self)):
             batch = slice(i * self.batch_size, (i + 1) * self.batch_size)
             images = self.images[host_order[batch]]

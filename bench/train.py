@@ -302,6 +302,7 @@ class Setup:
             getattr(self.data, split), batch_size, self.data.mean, self.data.std, self.runtime.device,
             train=train, seed=self.config.seed,
             crop_pad=self.config.translate if train and self.config.augment else 0,
+            alternate_flip=self.config.flip == "alternate",
             channels_last=channels_last,
         )
 

@@ -92,10 +92,12 @@ def test_tta_averages_the_mirror_and_the_one_pixel_shifts():
 
 def test_settings_added_later_keep_older_runs_identities():
     base = RunConfig(model="cnn-tiny", loss="ce", dataset="cifar10", epochs=3)
-    assert base.config_hash() == "50e92cb02aa6"  # as before translate and tta existed
+    assert base.config_hash() == "50e92cb02aa6"  # as before translate, flip and tta existed
     assert replace(base, translate=2).config_hash() != base.config_hash()
+    assert replace(base, flip="alternate").config_hash() != base.config_hash()
     assert replace(base, tta=2).config_hash() != base.config_hash()
-    for bad, message in (({"translate": 0}, "--translate must be at least 1"), ({"tta": 3}, "--tta must be one of")):
+    for bad, message in (({"translate": 0}, "--translate must be at least 1"), ({"tta": 3}, "--tta must be one of"),
+                         ({"flip": "never"}, "--flip must be one of random, alternate")):
         with pytest.raises(Exception, match=message):
             replace(base, **bad)
 
@@ -103,7 +105,7 @@ def test_settings_added_later_keep_older_runs_identities():
 def test_airbench_trains_with_any_loss_reports_tta_and_resumes_exactly(tmp_path):
     config = RunConfig(model="airbench", loss="focal", dataset="cifar10-sample", epochs=2, batch_size=128,
                        limit_train=512, limit_test=200, lr=0.5, momentum=0.85, schedule="linear",
-                       warmup_epochs=0.5, translate=2, tta=2, precision="fp32")
+                       warmup_epochs=0.5, translate=2, flip="alternate", tta=2, precision="fp32")
     record, _ = run(config, tmp_path / "whole")
     assert record["status"] == "completed" and record["config"]["tta"] == 2
     plain, tta = record["metrics"]["test"], record["metrics"]["test_tta"]
@@ -122,3 +124,35 @@ def test_airbench_trains_with_any_loss_reports_tta_and_resumes_exactly(tmp_path)
     assert resumed["history"] == [{**h, "seconds": r["seconds"]} for h, r in zip(record["history"],
                                                                                    resumed["history"])]
     assert resumed["metrics"]["test_tta"]["accuracy"] == tta["accuracy"]
+
+
+def test_alternate_flips_invert_each_images_flip_every_other_epoch_and_keep_the_crops(monkeypatch):
+    import bench.loader
+    from bench.imagefolder import ImageSet
+    from bench.loader import TensorBatches
+
+    seen = []
+    real = bench.loader.random_crop_flip
+
+    def recording(images, pad, offsets, flips):
+        seen.append((offsets.clone(), flips.clone()))
+        return real(images, pad, offsets, flips)
+
+    monkeypatch.setattr(bench.loader, "random_crop_flip", recording)
+    data = ImageSet(torch.zeros(40, 3, 8, 8, dtype=torch.uint8), torch.arange(40), [str(i) for i in range(40)])
+
+    def draws(alternate: bool, epoch: int) -> tuple[dict, torch.Tensor]:
+        seen.clear()
+        batches = TensorBatches(data, 16, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"), train=True, seed=3,
+                                crop_pad=2, alternate_flip=alternate)
+        labels = [y for _, y in batches.epoch(epoch)]  # the labels name the images
+        flips = {int(i): bool(f) for y, (_, fl) in zip(labels, seen) for i, f in zip(y, fl)}
+        return flips, torch.cat([o for o, _ in seen], 1)
+
+    flips = [draws(True, e) for e in range(3)]
+    assert 10 < sum(flips[0][0].values()) < 22  # random in the first epoch (32 of 40 images: drop_last)
+    both = set(flips[0][0]) & set(flips[1][0])
+    assert both and all(flips[1][0][i] != flips[0][0][i] for i in both)
+    assert all(flips[2][0][i] == flips[0][0][i] for i in set(flips[0][0]) & set(flips[2][0]))
+    for epoch in range(3):  # the crops are the random mode's
+        assert torch.equal(draws(False, epoch)[1], flips[epoch][1])
