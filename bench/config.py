@@ -20,7 +20,7 @@ TTA_LEVELS = (0, 1, 2)
 FLIPS = ("random", "alternate")
 # Fields added after records were published: at these defaults they stay out of a run's identity,
 # so runs from before them keep their hash (and grids still find them).
-LATER_DEFAULTS = {"warmup_epochs": 0.0, "translate": 4, "flip": "random", "tta": 0}
+LATER_DEFAULTS = {"warmup_epochs": 0.0, "translate": 4, "flip": "random", "tta": 0, "lookahead": False}
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NOISE_TYPES = ("symmetric", "asymmetric")
@@ -80,6 +80,8 @@ class RunConfig:
     weight_decay: float = setting(5e-4)
     schedule: str = setting("cosine", "lr after any warm-up: cosine to zero, x0.1 at half and three quarters "
                                       "of training, constant, or linear to zero", choices=SCHEDULES)
+    lookahead: bool = setting(False, "airbench's lookahead: after the first 3 tenths of the epochs, every 5 "
+                                     "steps pull the weights to their running average (bench/lookahead.py)")
     warmup_epochs: float = setting(0.0, "linear lr warm-up over this many epochs, then the schedule (AdamW "
                                         "on ConvNeXt/ViT wants 1-5)")
     val_fraction: float = setting(0.1, "share of train held out for validation")

@@ -29,6 +29,7 @@ from bench.config import RunConfig
 from bench.datasets import DataSplits, check_splits, prepare_splits
 from bench.errors import OutOfMemory, StorageError, UsageError
 from bench.loader import TensorBatches
+from bench.lookahead import Lookahead
 from bench.losses import LossSpec, build_loss, get_loss, resolve_loss_params
 from bench.metrics import EvalAccumulator
 from bench.models import BuiltModel, ModelSpec, build_model, get_model
@@ -586,6 +587,8 @@ def train_and_test(
     device = runtime.device
 
     pos = Progress.of(checkpoint)  # a checkpoint may restore it mid-epoch
+    lookahead = Lookahead(model, config.epochs, len(train_batches),
+                          checkpoint.get("lookahead") if checkpoint else None) if config.lookahead else None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -601,6 +604,7 @@ def train_and_test(
             "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
             "criterion": criterion.state_dict(),  # a stateful loss's running statistics
             "history": record["history"], **asdict(at), "batch_size": batch_size,
+            **({"lookahead": lookahead.average} if lookahead else {}),
         })
 
     net = model  # what runs forward; `model` is what checkpoints hold
@@ -624,6 +628,8 @@ def train_and_test(
                 continue  # replayed batches keep the augmentation draws in step
             logits, loss = train_step(net, criterion, optimizer, scaler, runtime, x, y)
             schedule.step()
+            if lookahead:
+                lookahead.step(epoch * len(train_batches) + step + 1)
             # Bookkeeping stays on the device: no host sync inside the epoch.
             bad = ~torch.isfinite(loss.detach())
             first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
@@ -636,6 +642,8 @@ def train_and_test(
                              first_bad_step=int(first_bad_step), epoch_seconds=seconds_before
                              + time.perf_counter() - start))
                 raise Interrupted(stop.signum)
+        if lookahead:
+            lookahead.end_epoch()
         if runtime.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = seconds_before + time.perf_counter() - start

@@ -156,3 +156,50 @@ def test_alternate_flips_invert_each_images_flip_every_other_epoch_and_keep_the_
     assert all(flips[2][0][i] == flips[0][0][i] for i in set(flips[0][0]) & set(flips[2][0]))
     for epoch in range(3):  # the crops are the random mode's
         assert torch.equal(draws(False, epoch)[1], flips[epoch][1])
+
+
+def test_lookahead_pulls_the_weights_to_their_running_average_from_three_tenths_of_the_run():
+    from bench import lookahead as la
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    ahead = la.Lookahead(model, epochs=10, steps_per_epoch=10)
+    assert ahead.start == 30
+    ahead.step(30)  # the last step of epoch 3: not yet
+    assert ahead.average is None
+    ahead.step(35)
+    assert set(ahead.average) == {"0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var"}
+    average = ahead.average["0.weight"].clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # training moved it
+    moved = model[0].weight.clone()
+    ahead.step(37)  # not a 5th step
+    assert torch.equal(model[0].weight, moved)
+    ahead.step(40)
+    rho = 0.95 ** 5 * 0.4 ** 3
+    assert torch.allclose(model[0].weight, average + (1 - rho) * (moved - average))
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    ahead.end_epoch()
+    assert torch.equal(model[0].weight, ahead.average["0.weight"])
+
+
+def test_lookahead_resumes_with_its_average_from_the_checkpoint(tmp_path):
+    config = RunConfig(model="cnn-tiny", loss="ce", dataset="cifar10-sample", epochs=3, batch_size=64,
+                       limit_train=512, limit_test=100, lookahead=True, precision="fp32")
+    record, _ = run(config, tmp_path / "whole")
+    plain, _ = run(replace(config, lookahead=False), tmp_path / "plain")
+    assert plain["history"][0]["val_acc"] == record["history"][0]["val_acc"]  # the same until it starts
+    assert plain["history"][-1]["val_loss"] != record["history"][-1]["val_loss"]
+
+    class StopAtThirdEpoch(QuietReporter):
+        def epoch(self, entry):
+            if entry["epoch"] == 3:
+                raise Interrupted(signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        run(config, tmp_path / "split", StopAtThirdEpoch())
+    resumed, _ = run(config, tmp_path / "split", resume=True)
+    assert resumed["resumed_from"] == {"epoch": 2, "step": 0}
+    assert resumed["history"] == [{**h, "seconds": r["seconds"]} for h, r in zip(record["history"],
+                                                                                   resumed["history"])]
