@@ -32,7 +32,7 @@ def row(board: Path) -> str:
     link = f"[{name}](leaderboards/{name}/README.md)"
     summaries = sorted(board.glob("summary-*.json"))
     if not summaries:
-        return f"| {link} | no table yet | being (re)published | |"
+        return f"| {link} | no table yet | being (re)published, or waiting for a GPU: see its README | |"
     summary = json.loads(summaries[0].read_text())
     best = next(r for r in summary["rows"] if r["rank"] == 1)
     acc = best["accuracy"]

@@ -38,15 +38,17 @@ def answers(groups: list[Group], comparisons: list[Comparison], shots: Shots | N
     lines = []
     if not any(g.learned for g in groups):
         chance = groups[0].chance
-        lines.append(f"- **No winner:** every configuration is within {CHANCE_MARGIN * 100:g} pp of chance "
-                     f"({chance * 100:.0f}% on {round(1 / chance)} classes), so these runs did not learn "
-                     "and rank nothing; train longer or on more images.")
+        lines.append(f"- **No winner:** no configuration is clearly above chance ({chance * 100:.0f}% on "
+                     f"{round(1 / chance)} classes: each one's 95% interval reaches within "
+                     f"{CHANCE_MARGIN * 100:g} pp of it), so these runs rank nothing; train longer, on more "
+                     "images, or with more seeds.")
     for model in sorted({g.model for g in groups}):
         mine = rank_rows([g for g in groups if g.model == model])
         best, acc = mine[0], mine[0].summary("accuracy")
         if not any(g.learned for g in mine):
-            lines.append(f"- **{model}**: no winner: every loss is at chance level (best "
-                         f"{acc.mean * 100:.2f}% against {best.chance * 100:.0f}% chance)")
+            spread = (f", its 95% interval down to {acc.ci_low * 100:.2f}%" if acc.n >= 2 else " on one seed")
+            lines.append(f"- **{model}**: no winner: no loss is clearly above chance (best "
+                         f"{acc.mean * 100:.2f}%{spread}, against {best.chance * 100:.0f}% chance)")
             continue
         head = f"- **{model}**: best **{best.loss}**, {acc.mean * 100:.2f}% over {plural(acc.n, 'seed')}"
         if best.is_baseline:

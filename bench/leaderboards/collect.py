@@ -20,7 +20,7 @@ SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "warmup_epoch
             "limit_test", "image_size", "augment", "precision")
 
 
-CHANCE_MARGIN = 0.02  # a row whose accuracy is not clearly 2 pp above chance did not learn
+CHANCE_MARGIN = 0.02  # a row whose 95% interval does not clear chance by 2 pp learned nothing certain
 
 
 def read_records(paths: list[Path]) -> tuple[list[tuple[dict, Path]], list[str]]:
