@@ -8,6 +8,9 @@
 #            with SIGINT at its box (a later start of the same grid resumes what it stopped)
 #   timed    one cnn x ce run on CIFAR-10 (the CPU board's tuned lr, 10 epochs), bf16
 #   compile  the matrix with torch.compile, bf16, 32 px
+#   airbench issue #28's speed-run board (leaderboards/cifar10-airbench-gpu: bench's airbench model at
+#            airbench94's recipe x ce, ce+ls 0.2, focal, poly1 x 5 seeds), --workers AIRBENCH_WORKERS
+#            processes; not yet measured on a GPU (airbench94: 3-4 s a run on an A100)
 #
 # Measured on an H200 (2026-11-26): datasets decoded in 47 s; the matrix took about 230 s (30 steps
 # a configuration); the board about 5 minutes with 6 workers (80 tuning trials, 50 eval runs);
@@ -30,6 +33,8 @@ PY=${PY:-python3}
 STEPS=${STEPS:-tests matrix board timed compile}
 SETUP_BOX=${SETUP_BOX:-60} TEST_BOX=${TEST_BOX:-30} MATRIX_BOX=${MATRIX_BOX:-270} BOARD_BOX=${BOARD_BOX:-360}
 TIMED_BOX=${TIMED_BOX:-60} COMPILE_BOX=${COMPILE_BOX:-150} WORKERS=${WORKERS:-6}
+AIRBENCH_BOX=${AIRBENCH_BOX:-240} AIRBENCH_WORKERS=${AIRBENCH_WORKERS:-4}
+AIRBENCH=${AIRBENCH:-leaderboards/cifar10-airbench-gpu/experiment.toml}
 MATRIX_ARGS=${MATRIX_ARGS:-"--compile no --steps 30 --warmup 10"}
 COMPILE_ARGS=${COMPILE_ARGS:-"--compile yes --precisions bf16 --inputs cifar10:32 --models cnn,timm:resnet18,mlp2,timm:convnext_atto,resmlp,cnn-tiny --steps 30 --warmup 10"}
 TIMED_ARGS=${TIMED_ARGS:-"--epochs 10"}
@@ -76,8 +81,10 @@ box "$TIMED_BOX" timed $PY -m bench run --model cnn --loss ce --label-smoothing 
     --data-root $DATA/cifar10-jpeg.tar.gz --lr 0.03576378881291617 --seed 0 --precision bf16 --out "$RUNS_OUT" $TIMED_ARGS
 
 box "$COMPILE_BOX" compile $PY benchmarks/gpu_matrix.py --data $DATA $COMPILE_ARGS
+box "$AIRBENCH_BOX" airbench $PY -m bench grid "$AIRBENCH" --workers "$AIRBENCH_WORKERS"
 board_dir=$(dirname "$BOARD")
 log "board records: $(ls "$board_dir"/runs/*/record.json 2>/dev/null | wc -l)"
-tar czf "$OUT/results.tar.gz" --exclude=checkpoint.pt "$board_dir/runs" "$RUNS_OUT" 2>>"$OUT/session.log"
+tar czf "$OUT/results.tar.gz" --exclude=checkpoint.pt "$board_dir/runs" "$(dirname "$AIRBENCH")/runs" "$RUNS_OUT" \
+    2>>"$OUT/session.log"
 log "done"
 (cd "$OUT" && tar czf logs.tar.gz ./*.log env.txt && rm -f ./*.log env.txt)
