@@ -11,6 +11,8 @@
 #   airbench issue #28's speed-run board (leaderboards/cifar10-airbench-gpu: bench's airbench model at
 #            airbench94's recipe x ce, ce+ls 0.2, focal, poly1 x 5 seeds), --workers AIRBENCH_WORKERS
 #            processes; not yet measured on a GPU (airbench94: 3-4 s a run on an A100)
+#   peer     airbench94 itself (the airbench package, carried as a wheel) on the same images, timed:
+#            benchmarks/airbench_peer.py, PEER_RUNS runs after a warm-up
 #
 # Measured on an H200 (2026-11-26): datasets decoded in 47 s; the matrix took about 230 s (30 steps
 # a configuration); the board about 5 minutes with 6 workers (80 tuning trials, 50 eval runs);
@@ -18,7 +20,8 @@
 # e.g. STEPS="tests matrix compile" then STEPS="board timed" on the same warm machine.
 #
 # Here, once:  mkdir -p .gpu-data && cp ../shared/datasets/{cifar10-jpeg,imagenette-64}.tar.gz .gpu-data/
-#              echo /.gpu-data/ >> .git/info/exclude   (and optuna's wheels in .whl/, see ../.library/device)
+#              echo /.gpu-data/ >> .git/info/exclude   (and optuna's wheels in .whl/, see ../.library/device;
+#              for the peer step: pip wheel --no-deps -w .whl airbench==0.1.8, a pure-Python sdist)
 # There (carry .gpu-data and .whl):  STEPS="..." bash benchmarks/gpu_session.sh
 # Boxes and sizes are variables (MATRIX_BOX, BOARD_BOX, WORKERS, ...) so the script can be tried
 # end to end on a CPU with tiny settings first. $OUT brings back at most 8 files: the logs come back
@@ -35,6 +38,7 @@ SETUP_BOX=${SETUP_BOX:-60} TEST_BOX=${TEST_BOX:-30} MATRIX_BOX=${MATRIX_BOX:-270
 TIMED_BOX=${TIMED_BOX:-60} COMPILE_BOX=${COMPILE_BOX:-150} WORKERS=${WORKERS:-6}
 AIRBENCH_BOX=${AIRBENCH_BOX:-240} AIRBENCH_WORKERS=${AIRBENCH_WORKERS:-4}
 AIRBENCH=${AIRBENCH:-leaderboards/cifar10-airbench-gpu/experiment.toml}
+PEER_BOX=${PEER_BOX:-150} PEER_RUNS=${PEER_RUNS:-5}
 MATRIX_ARGS=${MATRIX_ARGS:-"--compile no --steps 30 --warmup 10"}
 COMPILE_ARGS=${COMPILE_ARGS:-"--compile yes --precisions bf16 --inputs cifar10:32 --models cnn,timm:resnet18,mlp2,timm:convnext_atto,resmlp,cnn-tiny --steps 30 --warmup 10"}
 TIMED_ARGS=${TIMED_ARGS:-"--epochs 10"}
@@ -82,6 +86,7 @@ box "$TIMED_BOX" timed $PY -m bench run --model cnn --loss ce --label-smoothing 
 
 box "$COMPILE_BOX" compile $PY benchmarks/gpu_matrix.py --data $DATA $COMPILE_ARGS
 box "$AIRBENCH_BOX" airbench $PY -m bench grid "$AIRBENCH" --workers "$AIRBENCH_WORKERS"
+box "$PEER_BOX" peer $PY benchmarks/airbench_peer.py --data $DATA/cifar10-jpeg.tar.gz --runs "$PEER_RUNS"
 board_dir=$(dirname "$BOARD")
 log "board records: $(ls "$board_dir"/runs/*/record.json 2>/dev/null | wc -l)"
 tar czf "$OUT/results.tar.gz" --exclude=checkpoint.pt "$board_dir/runs" "$(dirname "$AIRBENCH")/runs" "$RUNS_OUT" \
