@@ -354,6 +354,7 @@ def load_runs(path: str | Path | list = "runs", role: str = "eval"):
     Columns: run_id, status, role ('eval' or 'tuning'), model, loss, loss_params (a dict), dataset,
     seed, epochs, lr, precision, tuned (the tuned values, a dict, for eval runs of a study; else
     None), test_accuracy, test_macro_f1, test_nll, test_ece (NaN without test metrics),
+    test_tta_accuracy (with --tta; else NaN),
     train_seconds, path (the record) and history_csv.
     """
     import pandas as pd
@@ -379,6 +380,7 @@ def load_runs(path: str | Path | list = "runs", role: str = "eval"):
             "epochs": config.get("epochs"), "lr": config.get("lr"), "precision": config.get("precision"),
             "tuned": dict(r["tuning"]["params"]) if r.get("tuning") else None,
             **{f"test_{m}": test.get(m, float("nan")) for m in ("accuracy", "macro_f1", "nll", "ece")},
+            "test_tta_accuracy": (r.get("metrics", {}).get("test_tta") or {}).get("accuracy", float("nan")),
             "train_seconds": r.get("timing", {}).get("train_seconds"),
             "path": str(file),
             "history_csv": str(file.parent / HISTORY_NAME) if (file.parent / HISTORY_NAME).exists() else None,

@@ -305,3 +305,30 @@ def test_a_tuned_lr_at_the_edge_of_its_range_is_flagged(tmp_path):
     text = path.read_text()
     assert "; for l1(lr 0.47) the lr 0.47 is at the top of its tuning range 0.001–0.5: a better lr may lie beyond it" in text
     assert "for ce(lr 0.03) the" not in text
+
+
+def test_rows_split_by_the_newer_training_settings_and_show_tta_beside_plain_accuracy(tmp_path):
+    """Runs that differ in flips (or translate, lookahead, momentum, tta) are two rows, not one row
+    whose seeds overwrite each other; a record from before those settings is a run at their defaults."""
+    runs = tmp_path / "runs"
+    for seed, (old, alternate) in enumerate([(0.60, 0.70), (0.61, 0.71), (0.62, 0.72)]):
+        r = fake_record("cnn", "ce", {}, seed, old)  # no flip key: written before the setting existed
+        write_json_atomic(runs / f"old-{seed}" / "record.json", r)
+        r = fake_record("cnn", "ce", {}, seed, alternate)
+        r["run_id"] += "-alt"
+        r["config"] |= {"flip": "alternate", "tta": 2}
+        r["metrics"]["test_tta"] = {**r["metrics"]["test"], "accuracy": alternate + 0.01}
+        write_json_atomic(runs / f"alt-{seed}" / "record.json", r)
+        r = fake_record("cnn", "ce", {}, seed, old)  # the same run as the old one, flip written out
+        r["run_id"] += "-new"
+        r["config"] |= {"flip": "random", "translate": 4, "lookahead": False, "tta": 0}
+        write_json_atomic(runs / f"new-{seed}" / "record.json", r)
+    [path] = write_leaderboards([runs], tmp_path / "out", command="bench leaderboard runs")
+    text = path.read_text()
+    assert "ce (flip=alternate tta=2)" in text and "ce (flip=random tta=0)" in text
+    row = next(line for line in text.splitlines() if "flip=alternate" in line)
+    assert "| 71.00 ± 1.00 |" in row and row.rstrip(" |").endswith("72.00 ± 1.00")  # plain, then TTA
+    summary = json.loads((tmp_path / "out" / "summary-toy.json").read_text())
+    assert len(summary["rows"]) == 2
+    first, second = (r["tta_accuracy"] for r in summary["rows"])  # ranked: the alternate-flip row first
+    assert first["mean"] == pytest.approx(0.72) and first["n"] == 3 and second is None

@@ -8,6 +8,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from bench.config import SETTINGS as RUN_SETTINGS
 from bench.losses import LOSSES
 from bench.record import RECORD_NAME, load_record
 from bench.stats import (
@@ -15,9 +16,9 @@ from bench.stats import (
     summarize,
 )
 
-SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "warmup_epochs", "weight_decay",
-            "limit_train",
-            "limit_test", "image_size", "augment", "precision")
+SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "schedule", "warmup_epochs",
+            "weight_decay", "limit_train", "limit_test", "image_size", "augment", "translate", "flip",
+            "lookahead", "tta", "precision")
 
 
 CHANCE_MARGIN = 0.02  # a row whose 95% interval does not clear chance by 2 pp learned nothing certain
@@ -94,8 +95,9 @@ def record_loss_label(record: dict) -> str:
 
 def settings_of(record: dict) -> tuple:
     """Training settings a row is defined by; values its cell tuned (lr, ...) belong to the row's loss."""
-    tuned = tuned_keys(record)
-    return tuple((k, None if k in tuned else record["config"].get(k)) for k in SETTINGS)
+    tuned, config = tuned_keys(record), record["config"]
+    # a record from before a setting existed ran at its default
+    return tuple((k, None if k in tuned else config.get(k, RUN_SETTINGS[k].default)) for k in SETTINGS)
 
 
 def is_eval_record(record: dict) -> bool:
@@ -144,6 +146,11 @@ class Group:
 
     def summary(self, metric: str) -> Summary:
         return summarize(self.values(metric))
+
+    def tta_summary(self) -> Summary | None:
+        """Test accuracy with test-time augmentation (`--tta`), where every seed has it."""
+        values = [(r["metrics"].get("test_tta") or {}).get("accuracy") for r in self.records]
+        return summarize(values) if values and None not in values else None
 
     def by_seed(self, metric: str) -> dict[int, float]:
         return dict(zip(self.seeds, self.values(metric)))

@@ -24,14 +24,17 @@ from bench.stats import (
 METRICS = ("accuracy", "macro_f1", "nll", "ece")
 
 
+def _stats(s) -> dict:
+    return {"mean": s.mean, "std": s.std, "n": s.n, "ci_low": _number(s.ci_low),
+            "ci_high": _number(s.ci_high)}
+
+
 def summary(dataset: str, groups: list[Group], comparisons: list[Comparison], answer_lines: list[str],
             ran: list[dict], margin: float) -> dict:
     """The board as numbers (NaN as null): each row, each comparison with ce and its verdict, the
     answer, and the compute behind it; README numbers are read from here, never typed."""
     def stats_of(g: Group, metric: str) -> dict:
-        s = clipped(g.summary(metric)) if metric in ("accuracy", "macro_f1") else g.summary(metric)
-        return {"mean": s.mean, "std": s.std, "n": s.n, "ci_low": _number(s.ci_low),
-                "ci_high": _number(s.ci_high)}
+        return _stats(clipped(g.summary(metric)) if metric in ("accuracy", "macro_f1") else g.summary(metric))
 
     ranked = rank_rows(groups)
     rows = []
@@ -48,6 +51,7 @@ def summary(dataset: str, groups: list[Group], comparisons: list[Comparison], an
                        "lr_within_se": (r.get("tuning") or {}).get("lr_within_se")} for r in g.records]
             if g.tuning else None,
             **{metric: stats_of(g, metric) for metric in METRICS},
+            "tta_accuracy": _stats(clipped(g.tta_summary())) if g.tta_summary() else None,
         })
     evals, trials = [r for r in ran if is_eval_record(r)], [r for r in ran if not is_eval_record(r)]
     best = {}

@@ -35,7 +35,10 @@ def main_table(groups: list[Group]) -> pd.DataFrame:
             "macro-F1": fmt(g.summary("macro_f1"), 1, 4), "NLL": fmt(g.summary("nll"), 1, 4),
             "ECE": fmt(g.summary("ece"), 1, 4),
         })
-    return pd.DataFrame(rows)
+        tta = g.tta_summary()
+        if tta is not None:  # --tta runs: reported beside the plain accuracy the board ranks on
+            rows[-1]["TTA acc %"] = fmt(clipped(tta), 100)
+    return pd.DataFrame(rows).fillna("-")
 
 
 def paired_table(comparisons: list[Comparison]) -> pd.DataFrame:
