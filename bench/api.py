@@ -19,7 +19,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bench.config import SETTINGS, RunConfig
+from bench.config import SETTINGS, RunConfig, to_flags
 from bench.errors import UsageError
 
 
@@ -224,11 +224,12 @@ def _run_workers(experiment_file, out: Path, url: str, workers: int, quiet: bool
 
     out.mkdir(parents=True, exist_ok=True)
     open_storage(url)  # create the schema once, before the workers race for it
+    grid_keys = ("models", "losses", "dataset", "seeds")
     source = [str(experiment_file)] if experiment_file else [
-        arg for key, value in flags.items() if value is not None
-        for arg in (f"--{key.replace('_', '-')}",
-                    ",".join(map(str, value)) if isinstance(value, (list, tuple))
-                    else str(value))]
+        arg for key in grid_keys if flags.get(key) is not None
+        for arg in (f"--{key}", ",".join(map(str, flags[key])) if isinstance(flags[key], (list, tuple, range))
+                    else str(flags[key]))
+    ] + to_flags({k: v for k, v in flags.items() if k not in grid_keys})
     procs, files = [], []
     for i in range(workers):
         files.append(out / f".worker-{os.getpid()}-{i}.json")

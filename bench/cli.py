@@ -273,7 +273,8 @@ def command_datasets(args: argparse.Namespace, argv: list[str]) -> ExitCode:
 
 
 
-GRID_FLAGS = ("models", "losses", "dataset", "seeds", "data_root", "epochs", "limit_train", "limit_test")
+GRID_SETTINGS = tuple(k for k in SETTINGS if k != "seed")  # the file's `seeds`, or --seeds
+GRID_FLAGS = ("models", "losses", "dataset", "seeds", *GRID_SETTINGS)
 
 
 def grid_flags(args: argparse.Namespace) -> dict:
@@ -402,7 +403,7 @@ def build_parser() -> Parser:
     grid.add_argument("--seeds", default="0,1,2,3,4",
                       help="without a file: comma-separated seeds (default 0..4)")
     grid.add_argument("--dataset", help="without a file: the dataset")
-    add_settings(grid, ("data_root", "epochs", "limit_train", "limit_test"))
+    add_settings(grid, GRID_SETTINGS)  # without a file: the runs' settings, as bench run takes them
     grid.add_argument("--storage",
                       help="share the grid through an Optuna storage URL (sqlite:///F, postgresql://...)")
     grid.add_argument("--workers", type=int, default=1,

@@ -198,3 +198,17 @@ class RunConfig:
 # but what a run is of (model, loss, dataset, its loss's hyperparameters) and where paths resolve.
 SETTINGS = {f.name: f for f in dataclasses.fields(RunConfig)
             if f.name not in ("model", "loss", "dataset", "loss_params", "base_dir")}
+
+
+def to_flags(settings: dict) -> list[str]:
+    """Run settings as the command line that sets them (for a worker process `bench grid` starts):
+    the inverse of how `cli.add_settings` reads them."""
+    args = []
+    for name, value in settings.items():
+        f = SETTINGS[name]
+        flag = f.metadata.get("flag", "--" + name.replace("_", "-"))
+        if isinstance(f.default, bool):
+            args += [flag] if value != f.default else []
+        elif value is not None:
+            args += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+    return args

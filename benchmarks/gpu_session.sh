@@ -11,6 +11,7 @@
 #   airbench issue #28's speed-run board (leaderboards/cifar10-airbench-gpu: bench's airbench model at
 #            airbench94's recipe x ce, ce+ls 0.2, focal, poly1 x 5 seeds), --workers AIRBENCH_WORKERS
 #            processes; not yet measured on a GPU (airbench94: 3-4 s a run on an A100)
+#   workers  grid throughput with 1, 2, 4, 8 workers on the GPU (benchmarks/gpu_workers.py, WORKERS_ARGS)
 #   peer     airbench94 itself (the airbench package, carried as a wheel) on the same images, timed:
 #            benchmarks/airbench_peer.py, PEER_RUNS runs after a warm-up
 #
@@ -18,6 +19,9 @@
 # a configuration); the board about 5 minutes with 6 workers (80 tuning trials, 50 eval runs);
 # timed 25 s; compile 1-28 s a model before its measurement. So the whole issue needs two calls,
 # e.g. STEPS="tests matrix compile" then STEPS="board timed" on the same warm machine.
+# Issue #28's remaining GPU work (planned 2026-12-03, not yet run): STEPS="airbench peer" first (the
+# speed-run board and airbench94 beside it, about 6 minutes), then STEPS="board workers" if device
+# time is left (the unfinished imagenet10-gpu runs, the workers table).
 #
 # Here, once:  mkdir -p .gpu-data && cp ../shared/datasets/{cifar10-jpeg,imagenette-64}.tar.gz .gpu-data/
 #              echo /.gpu-data/ >> .git/info/exclude   (and optuna's wheels in .whl/, see ../.library/device;
@@ -39,6 +43,7 @@ TIMED_BOX=${TIMED_BOX:-60} COMPILE_BOX=${COMPILE_BOX:-150} WORKERS=${WORKERS:-6}
 AIRBENCH_BOX=${AIRBENCH_BOX:-240} AIRBENCH_WORKERS=${AIRBENCH_WORKERS:-4}
 AIRBENCH=${AIRBENCH:-leaderboards/cifar10-airbench-gpu/experiment.toml}
 PEER_BOX=${PEER_BOX:-150} PEER_RUNS=${PEER_RUNS:-5}
+WORKERS_BOX=${WORKERS_BOX:-240} WORKERS_ARGS=${WORKERS_ARGS:-"--families mlp2,cnn,airbench --runs 8 --epochs 3"}
 MATRIX_ARGS=${MATRIX_ARGS:-"--compile no --steps 30 --warmup 10"}
 COMPILE_ARGS=${COMPILE_ARGS:-"--compile yes --precisions bf16 --inputs cifar10:32 --models cnn,timm:resnet18,mlp2,timm:convnext_atto,resmlp,cnn-tiny --steps 30 --warmup 10"}
 TIMED_ARGS=${TIMED_ARGS:-"--epochs 10"}
@@ -87,6 +92,7 @@ box "$TIMED_BOX" timed $PY -m bench run --model cnn --loss ce --label-smoothing 
 box "$COMPILE_BOX" compile $PY benchmarks/gpu_matrix.py --data $DATA $COMPILE_ARGS
 box "$AIRBENCH_BOX" airbench $PY -m bench grid "$AIRBENCH" --workers "$AIRBENCH_WORKERS"
 box "$PEER_BOX" peer $PY benchmarks/airbench_peer.py --data $DATA/cifar10-jpeg.tar.gz --runs "$PEER_RUNS"
+box "$WORKERS_BOX" workers $PY benchmarks/gpu_workers.py --data $DATA/cifar10-jpeg.tar.gz $WORKERS_ARGS
 board_dir=$(dirname "$BOARD")
 log "board records: $(ls "$board_dir"/runs/*/record.json 2>/dev/null | wc -l)"
 tar czf "$OUT/results.tar.gz" --exclude=checkpoint.pt "$board_dir/runs" "$(dirname "$AIRBENCH")/runs" "$RUNS_OUT" \

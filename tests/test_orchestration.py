@@ -174,3 +174,26 @@ def test_public_api_functions_document_their_parameters():
     for name in ("run", "tune", "grid", "leaderboard", "config", "speed"):
         doc = getattr(bench.api, name).__doc__
         assert "Parameters" in doc, name
+
+
+def test_to_flags_is_the_inverse_of_the_cli_settings():
+    """A local worker gets the API's run settings back as the command line that sets them."""
+    from bench.config import to_flags
+
+    settings = {"epochs": 2, "batch_size": 64, "augment": False, "lookahead": True, "flip": "alternate",
+                "classes": ("n01440764", "n02102040"), "lr": 0.1, "imbalance": None, "precision": "fp32"}
+    args = run_parser().parse_args(["--model", "cnn", "--loss", "ce", "--dataset", "cifar10", *to_flags(settings)])
+    assert {k: getattr(args, k) for k in settings if settings[k] is not None} == {
+        k: v for k, v in settings.items() if v is not None}
+
+
+def test_api_grid_flags_form_with_workers_passes_every_run_setting(tmp_path):
+    """bench.grid(models=..., workers=2, batch_size=..., ...) failed: the workers' `bench grid`
+    command line took only data_root, epochs, limit_train and limit_test."""
+    tally = bench.grid(models="mlp2", losses="ce", dataset="cifar10-sample", seeds=(0, 1), out=tmp_path, workers=2,
+                       epochs=1, limit_train=256, limit_test=64, batch_size=64, augment=False, precision="fp32",
+                       quiet=True, log=lambda *_: None)
+    assert tally["completed"] == 2 and list(tally.worker_codes) == [0, 0]
+    records = [json.loads(p.read_text()) for p in tmp_path.glob("*/record.json")]
+    assert len(records) == 2
+    assert all(r["config"]["batch_size"] == 64 and r["config"]["augment"] is False for r in records)
