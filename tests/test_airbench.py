@@ -18,6 +18,32 @@ from bench.report import QuietReporter
 from bench.train import lr_factor, make_optimizer, run, tta_logits
 
 
+class StopAtEpoch(QuietReporter):
+    """Stops a run with SIGINT's exception as epoch `at` ends, before its checkpoint: a resume
+    starts again from the checkpoint of epoch `at - 1`."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def epoch(self, entry):
+        if entry["epoch"] == self.at:
+            raise Interrupted(signal.SIGINT)
+
+
+def resumed_after_stop(config: RunConfig, folder, at: int) -> dict:
+    with pytest.raises(Interrupted):
+        run(config, folder, StopAtEpoch(at))
+    record, _ = run(config, folder, resume=True)
+    assert record["resumed_from"] == {"epoch": at - 1, "step": 0}
+    return record
+
+
+def same_history(a: dict, b: dict) -> bool:
+    """Every number of every epoch equal (wall seconds aside)."""
+    return b["history"] == [{**h, "seconds": r["seconds"]} for h, r in zip(a["history"], b["history"])]
+
+
 def test_airbench_has_airbench94s_shape_and_sizes_itself_from_the_input():
     built = build_model("airbench", (3, 32, 32), 10)
     assert built.convolutional and built.stem is None
@@ -111,18 +137,8 @@ def test_airbench_trains_with_any_loss_reports_tta_and_resumes_exactly(tmp_path)
     plain, tta = record["metrics"]["test"], record["metrics"]["test_tta"]
     assert set(plain) == set(tta) and 0.0 <= tta["accuracy"] <= 1.0
 
-    class StopAtSecondEpoch(QuietReporter):
-        def epoch(self, entry):
-            if entry["epoch"] == 2:
-                raise Interrupted(signal.SIGINT)
-
-    with pytest.raises(Interrupted):
-        run(config, tmp_path / "split", StopAtSecondEpoch())
-    resumed, _ = run(config, tmp_path / "split", resume=True)
-    assert resumed["resumed_from"] == {"epoch": 1, "step": 0}
-    # the whitening set in epoch 1 comes back from the checkpoint: the same run, to the bit
-    assert resumed["history"] == [{**h, "seconds": r["seconds"]} for h, r in zip(record["history"],
-                                                                                   resumed["history"])]
+    resumed = resumed_after_stop(config, tmp_path / "split", 2)
+    assert same_history(record, resumed)  # the whitening set in epoch 1 comes back from the checkpoint
     assert resumed["metrics"]["test_tta"]["accuracy"] == tta["accuracy"]
 
 
@@ -192,14 +208,4 @@ def test_lookahead_resumes_with_its_average_from_the_checkpoint(tmp_path):
     assert plain["history"][0]["val_acc"] == record["history"][0]["val_acc"]  # the same until it starts
     assert plain["history"][-1]["val_loss"] != record["history"][-1]["val_loss"]
 
-    class StopAtThirdEpoch(QuietReporter):
-        def epoch(self, entry):
-            if entry["epoch"] == 3:
-                raise Interrupted(signal.SIGINT)
-
-    with pytest.raises(Interrupted):
-        run(config, tmp_path / "split", StopAtThirdEpoch())
-    resumed, _ = run(config, tmp_path / "split", resume=True)
-    assert resumed["resumed_from"] == {"epoch": 2, "step": 0}
-    assert resumed["history"] == [{**h, "seconds": r["seconds"]} for h, r in zip(record["history"],
-                                                                                   resumed["history"])]
+    assert same_history(record, resumed_after_stop(config, tmp_path / "split", 3))
