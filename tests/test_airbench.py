@@ -79,6 +79,15 @@ def test_the_whitening_layer_whitens_the_first_training_batch_and_keeps_its_weig
     assert fresh[0].initialized and torch.equal(fresh[0].weight, weights)
 
 
+def test_the_whitening_is_computed_in_fp32_under_autocast():
+    x = torch.randn(128, 3, 32, 32) * torch.tensor([1.0, 2.0, 0.5])[:, None, None]
+    plain, mixed = (build_model("airbench", (3, 32, 32), 10).module[0] for _ in range(2))
+    plain.set_from(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed.set_from(x)
+    assert torch.allclose(plain.weight, mixed.weight, rtol=1e-4, atol=1e-4)
+
+
 def test_a_parameters_lr_scale_gets_its_own_group_with_the_same_decay_per_step():
     net = build_model("airbench", (3, 32, 32), 10).module
     config = RunConfig(model="airbench", loss="ce", dataset="cifar10", lr=0.2, weight_decay=5e-4)

@@ -43,6 +43,10 @@ class Whitening(nn.Conv2d):
 
     @torch.no_grad()
     def set_from(self, images: torch.Tensor) -> None:
+        with torch.autocast(images.device.type, enabled=False):  # a bf16 covariance would whiten badly
+            self._set_from(images)
+
+    def _set_from(self, images: torch.Tensor) -> None:
         c, (h, w) = images.shape[1], self.kernel_size
         patches = images.float().unfold(2, h, 1).unfold(3, w, 1)  # [N, C, H', W', h, w]
         patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * h * w)  # one row a patch
