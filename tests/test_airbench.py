@@ -58,8 +58,9 @@ def test_airbench_has_airbench94s_shape_and_sizes_itself_from_the_input():
 def test_the_whitening_layer_whitens_the_first_training_batch_and_keeps_its_weights():
     net = build_model("airbench", (3, 32, 32), 10).module
     whitening = net[0]
-    mixed = torch.randn(256, 3, 3)  # correlated channels: the patches are far from white
-    x = torch.einsum("ij,njhw->nihw", mixed[0], torch.randn(256, 3, 32, 32))
+    torch.manual_seed(0)
+    mixing = torch.tensor([[1.0, 0.8, 0.2], [0.1, 1.0, 0.6], [0.3, 0.2, 1.0]])  # correlated channels
+    x = torch.einsum("ij,njhw->nihw", mixing, torch.randn(256, 3, 32, 32))  # far from white patches
     before = whitening.weight.clone()
     net.eval()(x)  # eval forwards (bench's output and MAC checks) leave it alone
     assert torch.equal(whitening.weight, before) and not whitening.initialized
@@ -76,7 +77,9 @@ def test_the_whitening_layer_whitens_the_first_training_batch_and_keeps_its_weig
     assert torch.equal(whitening.weight, weights)
     fresh = build_model("airbench", (3, 32, 32), 10).module
     fresh.load_state_dict(net.state_dict())  # a checkpoint carries the weights and the flag
-    assert fresh[0].initialized and torch.equal(fresh[0].weight, weights)
+    assert fresh[0].initialized and fresh[0]._ready and torch.equal(fresh[0].weight, weights)
+    fresh.train()(x * 3 + 1)  # a resumed run does not set it again
+    assert torch.equal(fresh[0].weight, weights)
 
 
 def test_the_whitening_is_computed_in_fp32_under_autocast():

@@ -39,7 +39,8 @@ class Whitening(nn.Conv2d):
         super().__init__(channels, 2 * channels * kernel_size ** 2, kernel_size, padding=0, bias=True)
         self.weight.requires_grad_(False)
         nn.init.zeros_(self.bias)
-        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))  # travels in checkpoints
+        self._ready = False  # the flag on the host: reading the buffer each step would sync a GPU
 
     @torch.no_grad()
     def set_from(self, images: torch.Tensor) -> None:
@@ -57,9 +58,14 @@ class Whitening(nn.Conv2d):
         filters = filters.reshape(-1, c, h, w)
         self.weight.copy_(torch.cat((filters, -filters)).to(self.weight.dtype))
         self.initialized.fill_(True)
+        self._ready = True
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ready = bool(self.initialized)  # one read, when a checkpoint is loaded
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and not self.initialized:
+        if self.training and not self._ready:
             self.set_from(x)
         return super().forward(x)
 
