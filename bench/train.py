@@ -152,21 +152,25 @@ def make_optimizer(config: RunConfig, model: nn.Module, device: torch.device) ->
 
 def lr_factor(config: RunConfig, total_steps: int):
     """The lr multiplier at each step: cosine to zero, x0.1 at 50% and 75% of training, constant, or
-    linear to zero; with `warmup_epochs`, first a linear ramp from 1/warm-up steps of the lr to all
-    of it (warm-up then linear is close to airbench's triangle: 0.2 -> 1 at 23% -> 0.07)."""
+    linear; with `warmup_epochs`, first a linear ramp from 1/warm-up steps of the lr to all of it.
+    Cosine and step are laid over the whole run (the warm-up scales their start); linear starts
+    from the full lr where the warm-up ends and falls to zero at the end, a triangle (airbench's
+    rises from 0.2 to 1 at 23% of the run and falls to 0.07)."""
+    warmup = round(total_steps * config.warmup_epochs / config.epochs)
     if config.schedule == "cosine":
         def factor(step):
             return 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
     elif config.schedule == "linear":
+        span = max(total_steps - warmup, 1)  # a warm-up rounded up to the whole run leaves one step
+
         def factor(step):
-            return 1 - min(step, total_steps) / total_steps
+            return 1 - min(max(step - warmup, 0), span) / span
     elif config.schedule == "step":
         def factor(step):
             return 0.1 ** ((step >= total_steps // 2) + (step >= total_steps * 3 // 4))
     else:
         def factor(step):
             return 1.0
-    warmup = round(total_steps * config.warmup_epochs / config.epochs)
     if warmup:
         return lambda step: min(1.0, (step + 1) / warmup) * factor(step)
     return factor

@@ -110,9 +110,11 @@ def test_a_parameters_lr_scale_gets_its_own_group_with_the_same_decay_per_step()
 def test_linear_schedule_with_warmup_is_a_triangle():
     config = RunConfig(model="cnn", loss="ce", dataset="cifar10", epochs=10, schedule="linear", warmup_epochs=2)
     factor = lr_factor(config, 100)
-    assert factor(0) == pytest.approx(1 / 20 * 1.0)
-    assert factor(19) == pytest.approx(1 - 19 / 100)
-    assert factor(60) == pytest.approx(0.4) and factor(100) == 0.0
+    assert factor(0) == pytest.approx(1 / 20)  # up over the 20 warm-up steps (2 of 10 epochs)
+    assert factor(19) == factor(20) == 1.0  # the full lr where the warm-up ends
+    assert factor(60) == pytest.approx(0.5) and factor(100) == 0.0  # then straight down to zero
+    assert lr_factor(replace(config, warmup_epochs=0.0), 100)(50) == pytest.approx(0.5)
+    assert lr_factor(replace(config, epochs=2, warmup_epochs=1.9), 3)(2) == 1.0  # warm-up rounded to the run
 
 
 def test_tta_averages_the_mirror_and_the_one_pixel_shifts():
