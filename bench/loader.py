@@ -50,7 +50,8 @@ class TensorBatches:
         self.seed = seed
         self.crop_pad = crop_pad
         # airbench's flips: each image's flip drawn once (from the seed), then inverted every other epoch
-        self.alternate_flip = alternate_flip
+        self.first_flips = (torch.rand(len(self.labels), generator=torch.Generator().manual_seed(seed)) < 0.5
+                            if alternate_flip else None)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # Training drops a last partial batch (batch norm cannot train on one sample) unless
         # the split is smaller than one batch.
@@ -75,9 +76,8 @@ class TensorBatches:
             sizes = [min(self.batch_size, len(order) - i * self.batch_size) for i in range(len(self))]
             generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 50_000)
             offsets, flips = draw_crop_flip(sizes, self.crop_pad, generator)
-            if self.alternate_flip:  # the crop draws stay as they are: runs differ in flips only
-                first = torch.rand(len(self.labels), generator=torch.Generator().manual_seed(self.seed)) < 0.5
-                flips = first[cpu_order[:len(flips)]] ^ bool(epoch % 2)
+            if self.first_flips is not None:  # the crop draws stay as they are: runs differ in flips only
+                flips = self.first_flips[cpu_order[:len(flips)]] ^ bool(epoch % 2)
             offsets, flips = offsets.to(self.device), flips.to(self.device)
         for i in range(len(self)):
             batch = slice(i * self.batch_size, (i + 1) * self.batch_size)

@@ -40,6 +40,7 @@ def summary(dataset: str, groups: list[Group], comparisons: list[Comparison], an
     rows = []
     for rank, (g, mark, p) in enumerate(zip(ranked, vs_leader(ranked), leader_p_values(ranked)), 1):
         lrs = [r["config"]["lr"] for r in g.records]
+        tta = g.tta_summary()
         rows.append({
             "rank": None if mark == UNRANKED else rank, "model": g.model, "loss": g.loss,
             "loss_name": g.records[0]["config"]["loss"],
@@ -51,7 +52,7 @@ def summary(dataset: str, groups: list[Group], comparisons: list[Comparison], an
                        "lr_within_se": (r.get("tuning") or {}).get("lr_within_se")} for r in g.records]
             if g.tuning else None,
             **{metric: stats_of(g, metric) for metric in METRICS},
-            "tta_accuracy": _stats(clipped(g.tta_summary())) if g.tta_summary() else None,
+            "tta_accuracy": _stats(clipped(tta)) if tta else None,
         })
     evals, trials = [r for r in ran if is_eval_record(r)], [r for r in ran if not is_eval_record(r)]
     best = {}
