@@ -21,15 +21,16 @@ def draw_crop_flip(sizes: list[int], pad: int, generator: torch.Generator) -> tu
 
 
 def random_crop_flip(
-    images: torch.Tensor, pad: int, offsets: torch.Tensor, flips: torch.Tensor
+    images: torch.Tensor, pad: int, offsets: torch.Tensor, flips: torch.Tensor, fill: str = "zeros"
 ) -> torch.Tensor:
-    """Random crop with zero padding `pad` and random horizontal flip, for a batch [B, C, H, W],
-    with each image's offsets [2, B] and flips [B] from `draw_crop_flip` (on the images' device).
+    """Random crop with padding `pad` and random horizontal flip, for a batch [B, C, H, W], with
+    each image's offsets [2, B] and flips [B] from `draw_crop_flip` (on the images' device).
 
-    Same semantics as torchvision's RandomCrop(size, padding=pad) + RandomHorizontalFlip().
+    With `fill="zeros"`, the semantics of torchvision's RandomCrop(size, padding=pad) +
+    RandomHorizontalFlip(); `fill="reflect"` mirrors the image at its edges instead (airbench's).
     """
     b, c, h, w = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad))
+    padded = F.pad(images, (pad, pad, pad, pad), mode="constant" if fill == "zeros" else fill)
     rows = offsets[0, :, None] + torch.arange(h, device=images.device)  # [B, H]
     cols = offsets[1, :, None] + torch.arange(w, device=images.device)  # [B, W]
     cols = torch.where(flips[:, None], cols.flip(1), cols)

@@ -18,9 +18,11 @@ PRUNERS = ("hyperband", "median")
 SCHEDULES = ("cosine", "step", "constant", "linear")
 TTA_LEVELS = (0, 1, 2)
 FLIPS = ("random", "alternate")
+CROP_FILLS = ("zeros", "reflect")
 # Fields added after records were published: at these defaults they stay out of a run's identity,
 # so runs from before them keep their hash (and grids still find them).
-LATER_DEFAULTS = {"warmup_epochs": 0.0, "translate": 4, "flip": "random", "tta": 0, "lookahead": False}
+LATER_DEFAULTS = {"warmup_epochs": 0.0, "translate": 4, "flip": "random", "tta": 0, "lookahead": False,
+                  "crop_fill": "zeros"}
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NOISE_TYPES = ("symmetric", "asymmetric")
@@ -102,6 +104,9 @@ class RunConfig:
     skip_bad_images: bool = setting(False, "leave unreadable images out (counted)")
     augment: bool = setting(True, "no random crop / flip", flag="--no-augment")
     translate: int = setting(4, "random crop: pad by this many pixels, crop back (a random translation)")
+    crop_fill: str = setting("zeros", "what the random crop's padding holds: zeros (torchvision's "
+                                      "RandomCrop) or reflect (the image mirrored at its edge, airbench's)",
+                             choices=CROP_FILLS)
     flip: str = setting("random", "horizontal flips: random each epoch, or alternate: random in the first "
                                   "epoch, then each image flipped every other epoch (airbench's)",
                         choices=FLIPS)
@@ -138,6 +143,8 @@ class RunConfig:
                                   f"{self.translate}"),
             (self.tta in TTA_LEVELS, f"--tta must be one of 0, 1, 2, got {self.tta!r}"),
             (self.flip in FLIPS, f"--flip must be one of {', '.join(FLIPS)}, got {self.flip!r}"),
+            (self.crop_fill in CROP_FILLS,
+             f"--crop-fill must be one of {', '.join(CROP_FILLS)}, got {self.crop_fill!r}"),
             (self.limit_train is None or self.limit_train >= 2,
              f"--limit-train must be at least 2, got {self.limit_train}"),
             (self.limit_test is None or self.limit_test >= 1,

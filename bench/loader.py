@@ -35,6 +35,7 @@ class TensorBatches:
         train: bool = False,
         seed: int = 0,
         crop_pad: int = 4,
+        crop_fill: str = "zeros",
         alternate_flip: bool = False,
         channels_last: bool = False,
     ) -> None:
@@ -49,6 +50,7 @@ class TensorBatches:
         self.train = train
         self.seed = seed
         self.crop_pad = crop_pad
+        self.crop_fill = crop_fill
         # airbench's flips: each image's flip drawn once (from the seed), then inverted every other epoch
         self.first_flips = (torch.rand(len(self.labels), generator=torch.Generator().manual_seed(seed)) < 0.5
                             if alternate_flip else None)
@@ -60,6 +62,12 @@ class TensorBatches:
     def __len__(self) -> int:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def plain(self, n: int) -> torch.Tensor:
+        """The first `n` images of the split as they are stored (no shuffle, no augmentation),
+        normalised, on the device: what a model's data-dependent initialisation reads."""
+        images = self.images[:n].to(self.device)
+        return normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
 
     def order(self, epoch: int) -> torch.Tensor:
         """The sample order of `epoch`: a seeded permutation for training, identity otherwise."""
@@ -86,6 +94,7 @@ class TensorBatches:
                 images = images.pin_memory()
             images = images.to(self.device, non_blocking=True)
             if augment:
-                images = random_crop_flip(images, self.crop_pad, offsets[:, batch], flips[batch])
+                images = random_crop_flip(images, self.crop_pad, offsets[:, batch], flips[batch],
+                                          self.crop_fill)
             x = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
             yield x, self.labels[order[batch]]

@@ -129,6 +129,15 @@ def check_outputs_are_logits(model: nn.Module, data: DataSplits, name: str, devi
         )
 
 
+def init_from_data(model: nn.Module, batches: TensorBatches) -> None:
+    """A module that sets itself from data (airbench's whitening layer) offers `init_from_data`
+    and `data_init_images`: it gets that many training images, un-augmented, before a fresh run's
+    first step (a resumed run has them in its checkpoint)."""
+    for module in model.modules():
+        if callable(getattr(module, "init_from_data", None)):
+            module.init_from_data(batches.plain(module.data_init_images))
+
+
 def make_optimizer(config: RunConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     """SGD (Nesterov) or AdamW over the trainable parameters. On CUDA the fused kernels: one launch
     for every parameter, and GradScaler (fp16) hands them its scale and inf flag on the device
@@ -136,7 +145,9 @@ def make_optimizer(config: RunConfig, model: nn.Module, device: torch.device) ->
 
     A parameter may carry `lr_scale` (a model's own choice, e.g. airbench's 64x on batch-norm
     biases): it trains at that multiple of the lr, in a group of its own whose weight decay is
-    divided by it, so the decay per step (lr x weight decay) stays the same."""
+    divided by it, so the decay per step (lr x weight decay) stays the same. A parameter with
+    `train_epochs` is frozen by the training loop from that epoch on (it then gets no gradient,
+    and the optimizer skips it)."""
     fused = {"fused": True} if device.type == "cuda" else {}
     groups: dict[float, list] = {}
     for p in model.parameters():
@@ -307,6 +318,7 @@ class Setup:
             getattr(self.data, split), batch_size, self.data.mean, self.data.std, self.runtime.device,
             train=train, seed=self.config.seed,
             crop_pad=self.config.translate if train and self.config.augment else 0,
+            crop_fill=self.config.crop_fill,
             alternate_flip=self.config.flip == "alternate",
             channels_last=channels_last,
         )
@@ -611,6 +623,10 @@ def train_and_test(
             **({"lookahead": lookahead.average} if lookahead else {}),
         })
 
+    if checkpoint is None:
+        init_from_data(model, train_batches)
+    timed = [p for p in model.parameters() if hasattr(p, "train_epochs")]
+
     net = model  # what runs forward; `model` is what checkpoints hold
     if config.compile:
         net, record["timing"]["compile_seconds"] = compile_model(model, criterion, runtime,
@@ -619,6 +635,8 @@ def train_and_test(
     reporter.start(f"{config.model} x {config.loss}", config.epochs, len(train_batches))
     for epoch in range(pos.epoch, config.epochs):
         resume_step = pos.step if epoch == pos.epoch else 0
+        for p in timed:  # a frozen parameter gets no gradient, so the optimizer skips it
+            p.requires_grad_(epoch < p.train_epochs)
         net.train()
         start = time.perf_counter()
         loss_sum = torch.tensor(pos.loss_sum if resume_step else 0.0, dtype=torch.float64, device=device)

@@ -82,6 +82,44 @@ def test_the_whitening_layer_whitens_the_first_training_batch_and_keeps_its_weig
     assert torch.equal(fresh[0].weight, weights)
 
 
+def test_the_trainer_whitens_from_the_first_training_images_unaugmented_and_freezes_the_bias_after_3_epochs(
+        tmp_path, monkeypatch):
+    import bench.train
+    from bench.augment import normalize
+    from bench.models.airbench import WHITENING_BIAS_EPOCHS, WHITENING_IMAGES, Whitening
+
+    config = RunConfig(model="airbench", loss="ce", dataset="cifar10-sample", epochs=5, batch_size=128,
+                       limit_train=384, limit_test=100, lr=0.2, weight_decay=5e-3, translate=2,
+                       crop_fill="reflect", precision="fp32")
+    steps = []  # per step: (the whitening bias trains, its value, its weights, the batch)
+    real = bench.train.train_step
+
+    def recording(model, criterion, optimizer, scaler, runtime, x, y):
+        layer = model[0]
+        steps.append((layer.bias.requires_grad, layer.bias.detach().clone(), layer.weight.detach().clone(), x))
+        return real(model, criterion, optimizer, scaler, runtime, x, y)
+
+    monkeypatch.setattr(bench.train, "train_step", recording)
+    record, _ = run(config, tmp_path / "run")
+    per_epoch = len(steps) // config.epochs
+    assert record["status"] == "completed" and per_epoch >= 2 and len(steps) == config.epochs * per_epoch
+    trains = [s[0] for s in steps]
+    assert trains == [i < WHITENING_BIAS_EPOCHS * per_epoch for i in range(len(steps))]
+    frozen = [s[1] for s in steps[WHITENING_BIAS_EPOCHS * per_epoch:]]
+    assert not torch.equal(steps[0][1], frozen[0])  # it trained before
+    assert all(torch.equal(b, frozen[0]) for b in frozen)  # then not at all (no weight decay either)
+
+    setup = bench.train.prepare(config)
+    plain = setup.batches("train", 128, False).plain(WHITENING_IMAGES)
+    assert torch.equal(plain, normalize(setup.data.train.images, torch.tensor(setup.data.mean),
+                                        torch.tensor(setup.data.std)))  # all (fewer than 5,000), as stored
+    expected, from_batch = Whitening(3), Whitening(3)
+    expected.set_from(plain)
+    from_batch.set_from(steps[0][3])  # the first augmented batch: what the layer alone would use
+    assert torch.equal(steps[0][2], expected.weight)
+    assert not torch.allclose(steps[0][2], from_batch.weight, atol=1e-3)
+
+
 def test_the_whitening_is_computed_in_fp32_under_autocast():
     x = torch.randn(128, 3, 32, 32) * torch.tensor([1.0, 2.0, 0.5])[:, None, None]
     plain, mixed = (build_model("airbench", (3, 32, 32), 10).module[0] for _ in range(2))
@@ -136,8 +174,10 @@ def test_settings_added_later_keep_older_runs_identities():
     assert replace(base, translate=2).config_hash() != base.config_hash()
     assert replace(base, flip="alternate").config_hash() != base.config_hash()
     assert replace(base, tta=2).config_hash() != base.config_hash()
+    assert replace(base, crop_fill="reflect").config_hash() != base.config_hash()
     for bad, message in (({"translate": 0}, "--translate must be at least 1"), ({"tta": 3}, "--tta must be one of"),
-                         ({"flip": "never"}, "--flip must be one of random, alternate")):
+                         ({"flip": "never"}, "--flip must be one of random, alternate"),
+                         ({"crop_fill": "edge"}, "--crop-fill must be one of zeros, reflect")):
         with pytest.raises(Exception, match=message):
             replace(base, **bad)
 
@@ -164,9 +204,9 @@ def test_alternate_flips_invert_each_images_flip_every_other_epoch_and_keep_the_
     seen = []
     real = bench.loader.random_crop_flip
 
-    def recording(images, pad, offsets, flips):
+    def recording(images, pad, offsets, flips, fill):
         seen.append((offsets.clone(), flips.clone()))
-        return real(images, pad, offsets, flips)
+        return real(images, pad, offsets, flips, fill)
 
     monkeypatch.setattr(bench.loader, "random_crop_flip", recording)
     data = ImageSet(torch.zeros(40, 3, 8, 8, dtype=torch.uint8), torch.arange(40), [str(i) for i in range(40)])

@@ -35,13 +35,15 @@ def test_channel_stats_match_numpy():
     assert np.allclose(std, x.std(axis=(0, 2, 3)))
 
 
-def test_random_crop_flip_matches_pad_slice_flip():
+@pytest.mark.parametrize("fill", ["zeros", "reflect"])
+def test_random_crop_flip_matches_pad_slice_flip(fill):
     images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
-    out = random_crop_flip(images, 2, *draw_crop_flip([6], 2, torch.Generator().manual_seed(3)))
+    out = random_crop_flip(images, 2, *draw_crop_flip([6], 2, torch.Generator().manual_seed(3)), fill)
     g = torch.Generator().manual_seed(3)
     offsets = torch.randint(0, 5, (2, 6), generator=g)
     flips = torch.rand(6, generator=g) < 0.5
-    padded = F.pad(images, (2, 2, 2, 2))
+    mirrored = torch.tensor([2, 1, *range(8), 6, 5])  # reflect: the edge pixel is not repeated
+    padded = F.pad(images, (2, 2, 2, 2)) if fill == "zeros" else images[:, :, mirrored][..., mirrored]
     for i in range(6):
         dy, dx = offsets[:, i].tolist()
         expected = padded[i, :, dy : dy + 8, dx : dx + 8]

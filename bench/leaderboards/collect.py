@@ -17,8 +17,8 @@ from bench.stats import (
 )
 
 SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "schedule", "warmup_epochs",
-            "weight_decay", "limit_train", "limit_test", "image_size", "augment", "translate", "flip",
-            "lookahead", "tta", "precision")
+            "weight_decay", "limit_train", "limit_test", "image_size", "augment", "translate",
+            "crop_fill", "flip", "lookahead", "tta", "precision")
 
 
 CHANCE_MARGIN = 0.02  # a row whose 95% interval does not clear chance by 2 pp learned nothing certain

@@ -4,9 +4,12 @@ registered loss can train it.
 
 What makes it fast to train, and how each part lives in bench:
 - a first 2x2 conv whose weights whiten the image patches (the eigenvectors of their covariance,
-  and their negatives), fixed, not trained: `Whitening`, which sets itself from the first training
-  batch it sees (bench builds models before data reaches them), then keeps those weights in its
-  state, so a resumed run continues with the same ones;
+  and their negatives), fixed, not trained: `Whitening`. bench's trainer sets it from the first
+  5,000 training images, un-augmented, as airbench does (`init_from_data`, a hook any model may
+  offer); used outside bench's trainer it sets itself from the first training batch instead. Its
+  weights stay in its state, so a resumed run continues with the same ones. Its bias trains for
+  the first 3 epochs only (`train_epochs` on the parameter, which the trainer honours): then no
+  gradient flows through the first layer at all, which is airbench's "progressive freezing";
 - three conv groups (conv, max-pool, batch norm, GELU, conv, batch norm, GELU) of widths
   64-256-256 whose 3x3 convs start as identities (dirac init, an implicit residual);
 - batch norms with a fixed scale of 1, a fast running-statistics momentum and a 64x learning rate
@@ -15,8 +18,7 @@ What makes it fast to train, and how each part lives in bench:
 - a global max-pool and a bias-free linear head scaled by 1/9.
 The recipe around it (batch 1024, Nesterov SGD, label smoothing 0.2, short warm-up then linear
 decay, translate-2 augmentation with alternating flips, lookahead, test-time augmentation) is a
-set of run settings: see README. airbench94 also freezes the whitening bias after 3 epochs, for
-speed; bench does not.
+set of run settings: see README (`--crop-fill reflect` pads the crops as airbench does).
 """
 
 from __future__ import annotations
@@ -28,19 +30,30 @@ from bench.models import register_model
 
 BN_LR_SCALE = 64.0  # airbench's bias_scaler
 WHITENING_EPS = 5e-4
+WHITENING_IMAGES = 5000  # airbench: the first 5,000 training images
+WHITENING_BIAS_EPOCHS = 3  # airbench: whiten_bias_train_steps = 3 epochs of steps
 
 
 class Whitening(nn.Conv2d):
     """A k x k conv (no padding) whose 2 * C * k * k filters whiten the input's patches: each
     eigenvector of the patch covariance scaled by 1/sqrt(eigenvalue + eps), and its negative.
-    Set from the first batch seen in training mode; its weights are never trained (its bias is)."""
+    Set by bench's trainer from the first `data_init_images` training images (`init_from_data`),
+    else from the first batch seen in training mode; its weights are never trained, its bias for
+    the first `WHITENING_BIAS_EPOCHS` epochs."""
+
+    data_init_images = WHITENING_IMAGES
 
     def __init__(self, channels: int, kernel_size: int = 2) -> None:
         super().__init__(channels, 2 * channels * kernel_size ** 2, kernel_size, padding=0, bias=True)
         self.weight.requires_grad_(False)
         nn.init.zeros_(self.bias)
+        self.bias.train_epochs = WHITENING_BIAS_EPOCHS
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))  # travels in checkpoints
         self._ready = False  # the flag on the host: reading the buffer each step would sync a GPU
+
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """bench's trainer calls this once, before the first step of a fresh run."""
+        self.set_from(images)
 
     @torch.no_grad()
     def set_from(self, images: torch.Tensor) -> None:
@@ -49,9 +62,12 @@ class Whitening(nn.Conv2d):
 
     def _set_from(self, images: torch.Tensor) -> None:
         c, (h, w) = images.shape[1], self.kernel_size
-        patches = images.float().unfold(2, h, 1).unfold(3, w, 1)  # [N, C, H', W', h, w]
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * h * w)  # one row a patch
-        covariance = patches.T @ patches / len(patches)
+        covariance, count = 0.0, 0
+        for chunk in images.split(500):  # the patches of 5,000 images at once would take GBs
+            patches = chunk.float().unfold(2, h, 1).unfold(3, w, 1)  # [N, C, H', W', h, w]
+            patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * h * w)  # one row a patch
+            covariance, count = covariance + patches.T @ patches, count + len(patches)
+        covariance = covariance / count
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
         eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.T.flip(0)  # largest first
         filters = (eigenvectors / torch.sqrt(eigenvalues.clamp_min(0) + WHITENING_EPS)[:, None])
