@@ -37,3 +37,39 @@ def test_the_board_table_reads_its_numbers_from_the_summary(tmp_path, monkeypatc
     text = module.table()
     assert "| [toy](leaderboards/toy/README.md) (tuned per seed, 5 seeds) | cnn x ce 81.23% ± 0.45 | " in text
     assert "cnn focal worse (-1.23 pp)" in text and "10 eval runs, 1.2 h; 80 tuning trials, 2.5 h" in text
+
+
+def test_each_board_readme_holds_the_numbers_its_summary_has():
+    """A board with a summary shows its numbers block, written from it; a republished board with
+    the earlier board's summary shows what held and what changed, written from both."""
+    module = board_table()
+    checked = 0
+    for board in module.boards():
+        readme = (board / "README.md").read_text()
+        blocks = module.board_blocks(board)
+        for markers, block in blocks.items():
+            assert module.between(readme, markers) == block, f"{board.name}: run python scripts/board_table.py --write"
+            checked += 1
+        if module.summary_of(board) is None:
+            assert module.between(readme, module.NUMBERS) is None, f"{board.name}: numbers without a summary"
+    assert checked >= 4
+
+
+def test_held_or_changed_compares_each_verdict_of_the_earlier_board(tmp_path):
+    module = board_table()
+
+    def summary(verdicts, best):
+        return {"margin": 0.005, "board_commit": "abc1234",
+                "comparisons_vs_ce": [{"model": m, "loss": f"{loss}(lr 0.1)", "delta": d, "ci_low": d - 0.01,
+                                       "ci_high": d + 0.01, "verdict": v, "p_better": 0.5} for m, loss, d, v in verdicts],
+                "answer": {"best_per_model": {m: {"loss": f"{loss}(lr 0.1)", "accuracy_mean": a} for m, loss, a in best}}}
+
+    earlier = summary([("cnn", "focal", -0.016, "worse"), ("mlp2", "focal", -0.019, "worse")],
+                      [("cnn", "ce", 0.8077), ("mlp2", "ce", 0.47)])
+    now = summary([("cnn", "focal", -0.012, "worse"), ("mlp2", "focal", 0.001, "equivalent")],
+                  [("cnn", "ce", 0.81), ("mlp2", "focal", 0.475)])
+    text = module.held_block(earlier, now)
+    assert "| cnn | focal | -1.60, worse | -1.20 [-2.20, -0.20], worse, 0.50 | held |" in text
+    assert "| mlp2 | focal | -1.90, worse | +0.10 [-0.90, +1.10], equivalent, 0.50 | **changed** |" in text
+    assert "| cnn | ce(lr 0.1) (80.77) | ce(lr 0.1) (81.00) | held |" in text
+    assert "| mlp2 | ce(lr 0.1) (47.00) | focal(lr 0.1) (47.50) | **changed** |" in text
