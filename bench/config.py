@@ -22,7 +22,7 @@ CROP_FILLS = ("zeros", "reflect")
 # Fields added after records were published: at these defaults they stay out of a run's identity,
 # so runs from before them keep their hash (and grids still find them).
 LATER_DEFAULTS = {"warmup_epochs": 0.0, "translate": 4, "flip": "random", "tta": 0, "lookahead": False,
-                  "crop_fill": "zeros"}
+                  "crop_fill": "zeros", "warmup_from": 0.0, "decay_to": 0.0}
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NOISE_TYPES = ("symmetric", "asymmetric")
@@ -86,6 +86,8 @@ class RunConfig:
                                      "steps pull the weights to their running average (bench/lookahead.py)")
     warmup_epochs: float = setting(0.0, "linear lr warm-up over this many epochs, then the schedule (AdamW "
                                         "on ConvNeXt/ViT wants 1-5)")
+    warmup_from: float = setting(0.0, "the warm-up starts at this fraction of the lr (airbench's: 0.2)")
+    decay_to: float = setting(0.0, "--schedule linear ends at this fraction of the lr (airbench's: 0.07)")
     val_fraction: float = setting(0.1, "share of train held out for validation")
     limit_train: int | None = setting(None, "use this many training images (val is carved from them)",
                                       type=int)
@@ -138,6 +140,10 @@ class RunConfig:
             (self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}"),
             (0 <= self.warmup_epochs < self.epochs,
              f"--warmup-epochs must lie in [0, --epochs), got {self.warmup_epochs} for {self.epochs} epochs"),
+            (0 <= self.warmup_from < 1, f"--warmup-from must lie in [0, 1), got {self.warmup_from}"),
+            (0 <= self.decay_to < 1, f"--decay-to must lie in [0, 1), got {self.decay_to}"),
+            (self.decay_to == 0 or self.schedule == "linear",
+             f"--decay-to is for --schedule linear, got --schedule {self.schedule}"),
             (0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}"),
             (self.translate >= 1, f"--translate must be at least 1 pixel (--no-augment turns it off), got "
                                   f"{self.translate}"),

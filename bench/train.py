@@ -163,10 +163,10 @@ def make_optimizer(config: RunConfig, model: nn.Module, device: torch.device) ->
 
 def lr_factor(config: RunConfig, total_steps: int):
     """The lr multiplier at each step: cosine to zero, x0.1 at 50% and 75% of training, constant, or
-    linear; with `warmup_epochs`, first a linear ramp from 1/warm-up steps of the lr to all of it.
-    Cosine and step are laid over the whole run (the warm-up scales their start); linear starts
-    from the full lr where the warm-up ends and falls to zero at the end, a triangle (airbench's
-    rises from 0.2 to 1 at 23% of the run and falls to 0.07)."""
+    linear; with `warmup_epochs`, first a linear ramp from `warmup_from` (+ 1/warm-up steps) of the
+    lr to all of it. Cosine and step are laid over the whole run (the warm-up scales their start);
+    linear starts from the full lr where the warm-up ends and falls to `decay_to` of it at the end:
+    a triangle (airbench's: from 0.2 up to 1 at 23% of the run, then down to 0.07)."""
     warmup = round(total_steps * config.warmup_epochs / config.epochs)
     if config.schedule == "cosine":
         def factor(step):
@@ -175,7 +175,7 @@ def lr_factor(config: RunConfig, total_steps: int):
         span = max(total_steps - warmup, 1)  # a warm-up rounded up to the whole run leaves one step
 
         def factor(step):
-            return 1 - min(max(step - warmup, 0), span) / span
+            return 1 - (1 - config.decay_to) * min(max(step - warmup, 0), span) / span
     elif config.schedule == "step":
         def factor(step):
             return 0.1 ** ((step >= total_steps // 2) + (step >= total_steps * 3 // 4))
@@ -183,7 +183,8 @@ def lr_factor(config: RunConfig, total_steps: int):
         def factor(step):
             return 1.0
     if warmup:
-        return lambda step: min(1.0, (step + 1) / warmup) * factor(step)
+        start = config.warmup_from
+        return lambda step: (start + (1 - start) * min(1.0, (step + 1) / warmup)) * factor(step)
     return factor
 
 

@@ -153,6 +153,11 @@ def test_linear_schedule_with_warmup_is_a_triangle():
     assert factor(60) == pytest.approx(0.5) and factor(100) == 0.0  # then straight down to zero
     assert lr_factor(replace(config, warmup_epochs=0.0), 100)(50) == pytest.approx(0.5)
     assert lr_factor(replace(config, epochs=2, warmup_epochs=1.9), 3)(2) == 1.0  # warm-up rounded to the run
+    airbench = lr_factor(replace(config, warmup_from=0.2, decay_to=0.07), 100)  # airbench's ends
+    assert airbench(0) == pytest.approx(0.2 + 0.8 / 20) and airbench(19) == 1.0
+    assert airbench(60) == pytest.approx(1 - 0.93 * 0.5) and airbench(100) == pytest.approx(0.07)
+    with pytest.raises(Exception, match="--decay-to is for --schedule linear"):
+        replace(config, schedule="cosine", decay_to=0.07)
 
 
 def test_tta_averages_the_mirror_and_the_one_pixel_shifts():
@@ -175,6 +180,7 @@ def test_settings_added_later_keep_older_runs_identities():
     assert replace(base, flip="alternate").config_hash() != base.config_hash()
     assert replace(base, tta=2).config_hash() != base.config_hash()
     assert replace(base, crop_fill="reflect").config_hash() != base.config_hash()
+    assert replace(base, warmup_epochs=1, warmup_from=0.2).config_hash() != replace(base, warmup_epochs=1).config_hash()
     for bad, message in (({"translate": 0}, "--translate must be at least 1"), ({"tta": 3}, "--tta must be one of"),
                          ({"flip": "never"}, "--flip must be one of random, alternate"),
                          ({"crop_fill": "edge"}, "--crop-fill must be one of zeros, reflect")):
