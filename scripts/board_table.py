@@ -44,20 +44,28 @@ def num(x: float | None, scale: float = 1.0) -> str:
     return "-" if x is None else f"{scale * x:.2f}"
 
 
+def lr_spread(row: dict) -> str:
+    """The lr each seed's study chose: one value, or lowest-highest and their ratio."""
+    low, high = row.get("lr_min"), row.get("lr_max")
+    if low is None:
+        return "-"
+    return f"{low:.3g}" if high == low else f"{low:.3g}-{high:.3g} (x{high / low:.1f})"
+
+
 def numbers_block(summary: dict) -> str:
     """A board's answer, rows and comparisons with ce, as its summary has them."""
     vs_ce = {(c["model"], c["loss"]): c for c in summary["comparisons_vs_ce"]}
     lines = [f"The leaderboard's answer (margin ±{100 * summary['margin']:g} pp, alpha {summary['alpha']:g}, "
              "Holm-corrected over the board's tests against ce):", "", *summary["answer"]["lines"], "",
-             "| model | loss | test acc % (mean ± std, seeds) | vs ce: Δ pp [95% CI] | verdict | P(beats ce) "
-             "| detectable Δ pp | ECE |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | loss | lr chosen (over seeds) | test acc % (mean ± std, seeds) | vs ce: Δ pp [95% CI] "
+             "| verdict | P(beats ce) | detectable Δ pp | ECE |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(summary["rows"], key=lambda r: (r["model"], r["rank"] or 1e9)):
         acc, c = r["accuracy"], vs_ce.get((r["model"], r["loss"]))
         interval = f" [{pp(c['ci_low'])}, {pp(c['ci_high'])}]" if c and c["ci_low"] is not None else ""
         versus = (f"{pp(c['delta'])}{interval} | {c['verdict']} | "
                   f"{num(c['p_better'])} | {num(c['detectable'], 100)}") if c else "- | - | - | -"
-        lines.append(f"| {r['model']} | {r['loss']} | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} ({acc['n']}) "
+        lines.append(f"| {r['model']} | {r['loss']} | {lr_spread(r)} | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} ({acc['n']}) "
                      f"| {versus} | {r['ece']['mean']:.3f} |")
     compute = summary["compute"]
     lines += ["", f"Compute (the records' own wall time): {compute['eval_runs']} eval runs, "
