@@ -18,11 +18,13 @@ PRUNERS = ("hyperband", "median")
 SCHEDULES = ("cosine", "step", "constant", "linear")
 TTA_LEVELS = (0, 1, 2)
 FLIPS = ("random", "alternate")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 CROP_FILLS = ("zeros", "reflect")
 # Fields added after records were published: at these defaults they stay out of a run's identity,
 # so runs from before them keep their hash (and grids still find them).
 LATER_DEFAULTS = {"warmup_epochs": 0.0, "translate": 4, "flip": "random", "tta": 0, "lookahead": False,
-                  "crop_fill": "zeros", "warmup_from": 0.0, "decay_to": 0.0}
+                  "crop_fill": "zeros", "warmup_from": 0.0, "decay_to": 0.0,
+                  "compile_mode": "default"}
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NOISE_TYPES = ("symmetric", "asymmetric")
@@ -127,6 +129,9 @@ class RunConfig:
                                               "(normally refused)")
     auto_batch: bool = setting(False, "on out-of-memory, halve the batch size and retry")
     compile: bool = setting(False, "torch.compile the model (compile time reported apart)")
+    compile_mode: str = setting("default", "torch.compile's mode under --compile: reduce-overhead records "
+                                           "CUDA graphs (fewer launches for small models on a GPU)",
+                                choices=COMPILE_MODES)
     device: str = setting("auto", choices=DEVICES)
     precision: str = setting("auto", choices=PRECISIONS)
 
@@ -144,6 +149,10 @@ class RunConfig:
             (0 <= self.decay_to < 1, f"--decay-to must lie in [0, 1), got {self.decay_to}"),
             (self.decay_to == 0 or self.schedule == "linear",
              f"--decay-to is for --schedule linear, got --schedule {self.schedule}"),
+            (self.compile_mode in COMPILE_MODES,
+             f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}"),
+            (self.compile or self.compile_mode == "default",
+             f"--compile-mode {self.compile_mode} needs --compile"),
             (0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}"),
             (self.translate >= 1, f"--translate must be at least 1 pixel (--no-augment turns it off), got "
                                   f"{self.translate}"),

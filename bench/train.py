@@ -212,10 +212,12 @@ class Progress:
         return cls(**{f.name: checkpoint[f.name] for f in fields(cls)}) if checkpoint else cls()
 
 
-def compile_model(model: nn.Module, criterion: nn.Module, runtime: Runtime, batch) -> tuple[nn.Module, float]:
-    """torch.compile the model and trigger compilation on one batch (forward and backward), so its
-    cost is measured apart from training. The warm-up's batch-norm statistics are undone."""
-    compiled = torch.compile(model)
+def compile_model(model: nn.Module, criterion: nn.Module, runtime: Runtime, batch,
+                  mode: str = "default") -> tuple[nn.Module, float]:
+    """torch.compile the model in `mode` and trigger compilation on one batch (forward and
+    backward), so its cost is measured apart from training. The warm-up's batch-norm statistics
+    are undone."""
+    compiled = torch.compile(model, mode=mode)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     loss_state = {k: v.clone() for k, v in criterion.state_dict().items()}
     start = time.perf_counter()
@@ -630,8 +632,9 @@ def train_and_test(
 
     net = model  # what runs forward; `model` is what checkpoints hold
     if config.compile:
-        net, record["timing"]["compile_seconds"] = compile_model(model, criterion, runtime,
-                                                                 next(train_batches.epoch(0)))
+        net, record["timing"]["compile_seconds"] = compile_model(
+            model, criterion, runtime, next(train_batches.epoch(0)), config.compile_mode)
+    graphs = config.compile and config.compile_mode == "reduce-overhead"
 
     reporter.start(f"{config.model} x {config.loss}", config.epochs, len(train_batches))
     for epoch in range(pos.epoch, config.epochs):
@@ -649,6 +652,8 @@ def train_and_test(
         for step, (x, y) in enumerate(train_batches.epoch(epoch)):
             if step < resume_step:
                 continue  # replayed batches keep the augmentation draws in step
+            if graphs:  # a new step: CUDA graphs may reuse the last step's output memory
+                torch.compiler.cudagraph_mark_step_begin()
             logits, loss = train_step(net, criterion, optimizer, scaler, runtime, x, y)
             schedule.step()
             if lookahead:

@@ -11,7 +11,8 @@
 #   airbench issue #28's speed-run board (leaderboards/cifar10-airbench-gpu: bench's airbench model at
 #            airbench94's recipe x ce, ce+ls 0.2, focal, poly1 x 5 seeds), --workers AIRBENCH_WORKERS
 #            processes; not yet measured on a GPU (airbench94: 3-4 s a run on an A100)
-#   workers  grid throughput with 1, 2, 4, 8 workers on the GPU (benchmarks/gpu_workers.py, WORKERS_ARGS)
+#   workers  grid throughput with 1, 2, 4, 8 workers on the GPU (benchmarks/gpu_workers.py, WORKERS_ARGS;
+#            CUDA graphs beside them: WORKERS_ARGS="--families mlp2 --compile no,reduce-overhead")
 #   peer     airbench94 itself (the airbench package, carried as a wheel) on the same images, timed:
 #            benchmarks/airbench_peer.py, PEER_RUNS runs after a warm-up
 #

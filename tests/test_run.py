@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 import bench.train
 from bench.config import RunConfig
+from bench.errors import UsageError
 from bench.losses import LOSSES
 from bench.models import MODELS, ModelSpec
 from bench.train import run
@@ -195,11 +197,15 @@ def test_gpu_matrix_script_prints_a_line_per_configuration_even_when_one_fails()
     assert "fp16 needs a CUDA GPU" in failed["error"]
 
 
-def test_compile_runs_on_cpu_and_reports_compile_time_apart(tmp_path):
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compile_runs_on_cpu_and_reports_compile_time_apart(tmp_path, mode):
     config = RunConfig(model="mlp2", loss="ce", dataset="cifar10-sample", epochs=1, limit_train=300,
-                       limit_test=50, compile=True)
+                       limit_test=50, compile=True, compile_mode=mode)  # CUDA graphs: on a GPU only
     record = run(config, tmp_path)[0]
     assert record["status"] == "completed" and record["timing"]["compile_seconds"] > 0
+    assert record["config"]["compile_mode"] == mode
+    with pytest.raises(UsageError, match="--compile-mode reduce-overhead needs --compile"):
+        replace(config, compile=False, compile_mode="reduce-overhead")
 
 
 def test_run_identity_is_stable_and_ignores_where_the_data_lies():
