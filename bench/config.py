@@ -146,6 +146,8 @@ class RunConfig:
             (0 <= self.warmup_epochs < self.epochs,
              f"--warmup-epochs must lie in [0, --epochs), got {self.warmup_epochs} for {self.epochs} epochs"),
             (0 <= self.warmup_from < 1, f"--warmup-from must lie in [0, 1), got {self.warmup_from}"),
+            (self.warmup_from == 0 or self.warmup_epochs > 0,
+             f"--warmup-from {self.warmup_from} needs a warm-up (--warmup-epochs)"),
             (0 <= self.decay_to < 1, f"--decay-to must lie in [0, 1), got {self.decay_to}"),
             (self.decay_to == 0 or self.schedule == "linear",
              f"--decay-to is for --schedule linear, got --schedule {self.schedule}"),

@@ -158,6 +158,8 @@ def test_linear_schedule_with_warmup_is_a_triangle():
     assert airbench(60) == pytest.approx(1 - 0.93 * 0.5) and airbench(100) == pytest.approx(0.07)
     with pytest.raises(Exception, match="--decay-to is for --schedule linear"):
         replace(config, schedule="cosine", decay_to=0.07)
+    with pytest.raises(Exception, match="--warmup-from 0.2 needs a warm-up"):
+        replace(config, warmup_epochs=0.0, warmup_from=0.2)
 
 
 def test_tta_averages_the_mirror_and_the_one_pixel_shifts():

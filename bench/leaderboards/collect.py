@@ -16,8 +16,8 @@ from bench.stats import (
     summarize,
 )
 
-SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "schedule", "warmup_epochs",
-            "weight_decay", "limit_train", "limit_test", "image_size", "augment", "translate",
+SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "schedule", "warmup_epochs", "warmup_from",
+            "decay_to", "weight_decay", "limit_train", "limit_test", "image_size", "augment", "translate",
             "crop_fill", "flip", "lookahead", "tta", "precision")
 
 
