@@ -52,7 +52,7 @@ def test_each_board_readme_holds_the_numbers_its_summary_has():
             checked += 1
         if module.summary_of(board) is None:
             assert module.between(readme, module.NUMBERS) is None, f"{board.name}: numbers without a summary"
-    assert checked >= 4
+    assert checked, "no board README was checked"
 
 
 def test_held_or_changed_compares_each_verdict_of_the_earlier_board(tmp_path):
