@@ -23,7 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- boards:start (scripts/board_table.py writes this table) -->", "<!-- boards:end -->"
 NUMBERS = ("<!-- numbers:start (scripts/board_table.py writes this from the summary) -->", "<!-- numbers:end -->")
 HELD = ("<!-- held:start (scripts/board_table.py writes this from both summaries) -->", "<!-- held:end -->")
+REFERENCE = ("<!-- reference:start (scripts/board_table.py writes this from the summary and reference.json) -->",
+             "<!-- reference:end -->")
 EARLIER = "earlier-summary.json"
+REFERENCE_FILE = "reference.json"  # {"source": "...", "accuracy": {"mlp2": 43.83, ...}}: published numbers to meet
 
 
 def loss_name(label: str) -> str:
@@ -101,6 +104,37 @@ def held_block(earlier: dict, now: dict) -> str:
     return "\n".join(lines)
 
 
+def reference_block(reference: dict, summary: dict) -> str:
+    """Each model's best row (of several seeds) against a published accuracy: met, not met, or
+    not separable, by the row's 95% interval."""
+    best: dict[str, dict] = {}
+    for r in summary["rows"]:
+        if r["accuracy"]["n"] >= 2 and r["accuracy"]["mean"] > best.get(r["model"], {"accuracy": {"mean": -1}})[
+                "accuracy"]["mean"]:
+            best[r["model"]] = r
+    lines = [f"| model | {reference['source']} | this board's best row: test acc % (mean ± std, 95% CI) | |",
+             "|---|---|---|---|"]
+    for model in sorted(best.keys() | reference["accuracy"].keys()):
+        target, r = reference["accuracy"].get(model), best.get(model)
+        goal = "-" if target is None else f"{target:.2f}%"
+        if r is None:
+            lines.append(f"| {model} | {goal} | no row of several seeds | |")
+            continue
+        acc = r["accuracy"]
+        mine = (f"{r['loss']}: {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} "
+                f"[{100 * acc['ci_low']:.2f}, {100 * acc['ci_high']:.2f}]")
+        if target is None:
+            verdict = "no goal"
+        elif 100 * acc["ci_low"] > target:
+            verdict = f"{100 * acc['mean'] - target:+.2f} pp, met (the interval is above it)"
+        elif 100 * acc["ci_high"] < target:
+            verdict = f"{100 * acc['mean'] - target:+.2f} pp, not met (the interval is below it)"
+        else:
+            verdict = f"{100 * acc['mean'] - target:+.2f} pp, not separable (the interval holds it)"
+        lines.append(f"| {model} | {goal} | {mine} | {verdict} |")
+    return "\n".join(lines)
+
+
 def board_blocks(board: Path) -> dict[tuple[str, str], str]:
     """What this script writes into a board's README, by markers."""
     summary = summary_of(board)
@@ -109,6 +143,8 @@ def board_blocks(board: Path) -> dict[tuple[str, str], str]:
     blocks = {NUMBERS: numbers_block(summary)}
     if (board / EARLIER).exists():
         blocks[HELD] = held_block(json.loads((board / EARLIER).read_text()), summary)
+    if (board / REFERENCE_FILE).exists():
+        blocks[REFERENCE] = reference_block(json.loads((board / REFERENCE_FILE).read_text()), summary)
     return blocks
 
 

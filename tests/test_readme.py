@@ -73,3 +73,21 @@ def test_held_or_changed_compares_each_verdict_of_the_earlier_board(tmp_path):
     assert "| mlp2 | focal | -1.90, worse | +0.10 [-0.90, +1.10], equivalent, 0.50 | **changed** |" in text
     assert "| cnn | ce(lr 0.1) (80.77) | ce(lr 0.1) (81.00) | held |" in text
     assert "| mlp2 | ce(lr 0.1) (47.00) | focal(lr 0.1) (47.50) | **changed** |" in text
+
+
+def test_a_reference_accuracy_is_met_only_when_the_best_rows_interval_clears_it():
+    module = board_table()
+
+    def row(model, loss, mean, low, high, n=5):
+        return {"model": model, "loss": loss, "accuracy": {"mean": mean, "std": 0.01, "n": n, "ci_low": low,
+                                                           "ci_high": high}}
+
+    summary = {"rows": [row("mlp2", "ce", 0.47, 0.46, 0.48), row("mlp2", "focal", 0.45, 0.44, 0.46),
+                        row("cnn", "ce", 0.775, 0.76, 0.79), row("cnn", "focal", 0.80, 0.80, 0.80, n=1),
+                        row("resmlp", "ce", 0.40, 0.39, 0.41)]}
+    text = module.reference_block({"source": "report", "accuracy": {"mlp2": 43.83, "cnn": 77.5, "resmlp": 43.75,
+                                                                     "vit": 50.0}}, summary)
+    assert "| mlp2 | 43.83% | ce: 47.00 ± 1.00 [46.00, 48.00] | +3.17 pp, met (the interval is above it) |" in text
+    assert "| cnn | 77.50% | ce: 77.50 ± 1.00 [76.00, 79.00] | +0.00 pp, not separable" in text  # 1 seed ignored
+    assert "| resmlp | 43.75% | ce: 40.00 ± 1.00 [39.00, 41.00] | -3.75 pp, not met" in text
+    assert "| vit | 50.00% | no row of several seeds | |" in text
