@@ -332,3 +332,27 @@ def test_rows_split_by_the_newer_training_settings_and_show_tta_beside_plain_acc
     assert len(summary["rows"]) == 2
     first, second = (r["tta_accuracy"] for r in summary["rows"])  # ranked: the alternate-flip row first
     assert first["mean"] == pytest.approx(0.72) and first["n"] == 3 and second is None
+
+
+def test_the_search_figure_colours_each_trial_by_its_loss_name_the_same_in_every_model():
+    from bench.leaderboards.collect import Group
+    from bench.leaderboards.figures import search_points
+
+    def tuned(model, loss, params, seed, study):
+        record = fake_record(model, loss, params, seed, 0.5)
+        record["tuning"] = {"study": study, "objective": "val_acc", "params": {"lr": 0.05}}
+        return record
+
+    def trial(study, lr):
+        return {"trial": {"study": study}, "config": {"lr": lr}, "status": "completed",
+                "history": [{"val_acc": 0.4}]}
+
+    groups = [Group([tuned(m, loss, p, 0, f"{m}-{loss}")]) for m in ("cnn", "mlp2")
+              for loss, p in (("ce", {"label_smoothing": 0.0}), ("focal", {"gamma": 2.0}))]
+    trials = [trial(f"{m}-{loss}", 0.01) for m in ("cnn", "mlp2") for loss in ("ce", "focal")]
+    points = search_points(groups, trials)
+    assert sorted(set(points["loss"])) == ["ce", "focal"] and len(points) == 4
+    two_ce = groups + [Group([tuned("cnn", "ce", {"label_smoothing": 0.2}, 0, "cnn-ce-ls")])]
+    points = search_points(two_ce, trials + [trial("cnn-ce-ls", 0.02)])
+    # a model with two ce rows: every row keeps its own label, so the two stay apart
+    assert sorted(set(points["loss"])) == ["ce(label_smoothing=0.2, lr 0.05)", "ce(lr 0.05)", "focal(gamma=2, lr 0.05)"]

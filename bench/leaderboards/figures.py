@@ -74,9 +74,15 @@ def plots(groups: list[Group], out: Path, name: str) -> dict[str, str]:
 
 def search_points(groups: list[Group], trials: list[dict]) -> pd.DataFrame:
     """Every tuning trial behind the table's rows: its lr, its objective at its last epoch, the
-    row (loss) it tuned for, and whether the pruner stopped it."""
+    loss it tuned for (its name, or its row's label where a model has two rows of one loss), and
+    whether the pruner stopped it."""
     label_of = {r["tuning"]["study"]: (g.model, g.loss) for g in groups for r in g.records
                 if (r.get("tuning") or {}).get("study")}
+    # One colour per loss name, the same in every panel, unless a model has two rows of one loss
+    # (two fixed label smoothings, say): then every row keeps its own label.
+    name_of = {(g.model, g.loss): g.records[0]["config"]["loss"] for g in groups}
+    if len({(model, name) for (model, _), name in name_of.items()}) < len(name_of):
+        name_of = {key: key[1] for key in name_of}
     objective = next((g.tuning["objective"] for g in groups if g.tuning and g.tuning.get("objective")),
                      "val_acc")
     rows = []
@@ -85,11 +91,11 @@ def search_points(groups: list[Group], trials: list[dict]) -> pd.DataFrame:
         if study not in label_of or not r.get("history"):
             continue
         value = r["history"][-1][objective]
-        model, loss = label_of[study]
+        model, label = label_of[study]
         rows.append(
             {
                 "model": model,
-                "loss": loss,
+                "loss": name_of[(model, label)],
                 "lr": r["config"]["lr"],
                 "objective": objective,
                 "value": 100 * value if objective == "val_acc" else value,
@@ -114,7 +120,8 @@ def search_plot(points: pd.DataFrame, out: Path, name: str) -> str | None:
     import seaborn as sns
 
     objective = points["objective"].iloc[0]
-    facet = sns.relplot(data=points, x="lr", y="value", hue="loss", style="trial", col="model",
+    facet = sns.relplot(data=points, x="lr", y="value", hue="loss", hue_order=sorted(points["loss"].unique()),
+                        style="trial", col="model",
                         kind="scatter",
                         height=3.0, aspect=1.3, facet_kws={"sharey": False},
                         markers={"completed": "o", "pruned": "X",
