@@ -66,7 +66,10 @@ class TensorBatches:
     def plain(self, n: int) -> torch.Tensor:
         """The first `n` images of the split as they are stored (no shuffle, no augmentation),
         normalised, on the device: what a model's data-dependent initialisation reads."""
-        images = self.images[:n].to(self.device)
+        return self.normalized(self.images[:n].to(self.device))
+
+    def normalized(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images on the device -> the model's input: standardised, in its memory format."""
         return normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
 
     def order(self, epoch: int) -> torch.Tensor:
@@ -96,5 +99,4 @@ class TensorBatches:
             if augment:
                 images = random_crop_flip(images, self.crop_pad, offsets[:, batch], flips[batch],
                                           self.crop_fill)
-            x = normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
-            yield x, self.labels[order[batch]]
+            yield self.normalized(images), self.labels[order[batch]]

@@ -634,7 +634,7 @@ def train_and_test(
     if config.compile:
         net, record["timing"]["compile_seconds"] = compile_model(
             model, criterion, runtime, next(train_batches.epoch(0)), config.compile_mode)
-    graphs = config.compile and config.compile_mode == "reduce-overhead"
+    graphs = config.compile_mode == "reduce-overhead"  # RunConfig allows it only with --compile
 
     reporter.start(f"{config.model} x {config.loss}", config.epochs, len(train_batches))
     for epoch in range(pos.epoch, config.epochs):

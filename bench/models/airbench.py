@@ -51,14 +51,12 @@ class Whitening(nn.Conv2d):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))  # travels in checkpoints
         self._ready = False  # the flag on the host: reading the buffer each step would sync a GPU
 
-    def init_from_data(self, images: torch.Tensor) -> None:
-        """bench's trainer calls this once, before the first step of a fresh run."""
-        self.set_from(images)
-
     @torch.no_grad()
     def set_from(self, images: torch.Tensor) -> None:
         with torch.autocast(images.device.type, enabled=False):  # a bf16 covariance would whiten badly
             self._set_from(images)
+
+    init_from_data = set_from  # bench's trainer calls it once, before the first step of a fresh run
 
     def _set_from(self, images: torch.Tensor) -> None:
         c, (h, w) = images.shape[1], self.kernel_size
