@@ -42,9 +42,6 @@ def config(model: str, loss: str, dataset: str, loss_params: dict | None = None,
     keywords = {k: v for k, v in options.items() if k not in SETTINGS}
     params = dict(loss_params or {}) | keywords
     settings = {k: v for k, v in options.items() if k in SETTINGS}
-    if isinstance(settings.get("classes"), (list, str)):
-        classes = settings["classes"]
-        settings["classes"] = tuple(classes.split(",") if isinstance(classes, str) else classes)
     declared = get_loss(loss).params
     # loss_params: the loss checks them
     unknown = sorted(k for k in keywords if declared and k not in declared)

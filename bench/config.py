@@ -185,6 +185,9 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        if isinstance(self.classes, (str, list)):  # "a,b" (a flag, the API) or a list (TOML, JSON)
+            object.__setattr__(self, "classes", _words(self.classes) if isinstance(self.classes, str)
+                               else tuple(self.classes))
         if self.lr is None:
             object.__setattr__(self, "lr", OPTIMIZERS[self.optimizer])
 

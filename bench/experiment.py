@@ -190,8 +190,6 @@ def load_experiment(path: Path) -> Experiment:
         _check_type(where, key, value, RUN_FIELDS[key].type)
     # records keep data_root and FILE.py plug-in paths as written; runs resolve them against this folder
     shared["base_dir"] = str(path.parent.resolve())
-    if "classes" in shared:
-        shared["classes"] = tuple(shared["classes"])
     for model, _ in models:
         get_model(model, shared["base_dir"])
     split_per_seed = spec.get("split_per_seed", False)

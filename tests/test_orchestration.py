@@ -51,6 +51,16 @@ def test_the_cli_and_the_api_build_the_same_config():
                                  classes=("a", "b"), augment=False, loss_params={"gamma": 0.5})
 
 
+def test_runconfig_reads_classes_as_a_flag_a_list_or_a_tuple_alike():
+    """One place turns "a,b" (flag, API) or ["a", "b"] (TOML, a record's JSON) into the tuple: the
+    experiment loader, the API and a resumed record give one config and one hash."""
+    configs = [RunConfig(model="cnn", loss="ce", dataset="imagenet10", classes=c)
+               for c in ("a,b", ["a", "b"], ("a", "b"))]
+    assert {c.classes for c in configs} == {("a", "b")}
+    assert len({c.config_hash() for c in configs}) == 1
+    assert RunConfig(model="cnn", loss="ce", dataset="imagenet10", classes="").classes == ()
+
+
 def test_cli_builds_no_runconfig_and_chooses_no_storage():
     source = (BENCH / "cli.py").read_text()
     calls = {node.func.id for node in ast.walk(ast.parse(source))
