@@ -356,3 +356,21 @@ def test_the_search_figure_colours_each_trial_by_its_loss_name_the_same_in_every
     points = search_points(two_ce, trials + [trial("cnn-ce-ls", 0.02)])
     # a model with two ce rows: every row keeps its own label, so the two stay apart
     assert sorted(set(points["loss"])) == ["ce(label_smoothing=0.2, lr 0.05)", "ce(lr 0.05)", "focal(gamma=2, lr 0.05)"]
+
+
+def test_a_board_with_no_finished_eval_run_says_how_far_its_tuning_is(tmp_path):
+    """Mid-grid (tuning only) the page counts the tuning so far; a failed eval run is listed."""
+    runs = tmp_path / "runs"
+    for study, number in (("tune-a", 0), ("tune-a", 1), ("tune-b", 0)):
+        trial = fake_record("cnn", "ce", {}, 100, 0.5)
+        trial.update(run_id=f"{study}-{number}", trial={"study": study, "number": number})
+        write_json_atomic(runs / "tuning" / "trials" / trial["run_id"] / "record.json", trial)
+    [path] = write_leaderboards([runs], tmp_path / "out")
+    text = path.read_text()
+    assert "No completed eval runs yet. The tuning so far: 3 trial runs in 2 studies" in text
+    assert "did not complete" not in text
+    bad = fake_record("cnn", "ce", {}, 0, 0.0, status="diverged")
+    write_json_atomic(runs / "diverged" / "record.json", bad)
+    [path] = write_leaderboards([runs], tmp_path / "out")
+    failed = path.read_text().split("## Runs that did not complete")[1]
+    assert "diverged" in failed and "non-finite training loss" in failed

@@ -63,9 +63,15 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
     for dataset in sorted({r["dataset"]["name"] for r in records}):
         groups = grouped.get(dataset)
         if not groups:  # nothing completed: still list what failed, never drop it silently
+            trials = [r for r in records if r["dataset"]["name"] == dataset and not is_eval_record(r)]
+            studies = {r["trial"].get("study") for r in trials}
+            tuning = (f" The tuning so far: {len(trials)} trial runs in {len(studies)} "
+                      f"{'study' if len(studies) == 1 else 'studies'}; the table and the search figure "
+                      "come with the first completed eval run." if trials else "")
+            failed = incomplete_table(records, dataset)
             path = out / f"leaderboard-{slug(dataset)}.md"
-            path.write_text(f"# {dataset}\n\nNo completed "
-                            f"runs.\n\n{markdown(incomplete_table(records, dataset))}\n")
+            listed = "" if failed.empty else f"\n## Runs that did not complete\n\n{markdown(failed)}\n"
+            path.write_text(f"# {dataset}\n\nNo completed eval runs yet.{tuning}\n{listed}")
             written.append(path)
             continue
         comparisons = comparisons_vs_ce(groups, margin)
