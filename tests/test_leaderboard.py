@@ -124,7 +124,7 @@ def test_tuned_rows_show_their_values_pair_with_tuned_ce_and_ignore_tuning_trial
     [row] = paired[2:]
     assert cells(row)[:2] == ["cnn", "focal(gamma=1.41, lr 0.0311)"] and cells(row)[-2] == "yes"
     assert "pruned" not in text and "tune-focal" not in text
-    assert "8 trials of 2 epochs, objective val_acc, pruner hyperband, tuning seed 100" in text
+    assert "unchanged on every seed; budget per row: 8 trials of 2 epochs, objective val_acc, pruner hyperband (tuning seed 100)" in text
     # the machine time behind the table counts the diverged run and the trial too
     assert ("- compute: 11 eval runs 1.00 h, 1 tuning trial 0.05 h: each record's wall time, summed over resumes "
             "(for 1 record made before bench timed whole runs: start-up and training epochs only") in text
@@ -374,3 +374,23 @@ def test_a_board_with_no_finished_eval_run_says_how_far_its_tuning_is(tmp_path):
     [path] = write_leaderboards([runs], tmp_path / "out")
     failed = path.read_text().split("## Runs that did not complete")[1]
     assert "diverged" in failed and "non-finite training loss" in failed
+
+
+def test_settings_a_model_shares_are_said_once_and_settings_within_a_model_label_its_rows(tmp_path):
+    """bf16 for one model and fp32 for another is a line under the table, not a label on every
+    row; epochs that differ between one model's rows stay in those rows' labels."""
+    runs = tmp_path / "runs"
+    for model, precision in (("cnn", "fp32"), ("mlp2", "bf16")):
+        for loss, epochs in (("ce", 3), ("focal", 3), ("focal", 6) if model == "mlp2" else ("l1", 3)):
+            for seed in (0, 1):
+                r = fake_record(model, loss, {}, seed, 0.5 + 0.01 * seed + 0.01 * epochs)
+                r["config"].update(precision=precision, epochs=epochs)
+                r["run_id"] += f"-{epochs}"
+                write_json_atomic(runs / r["run_id"] / "record.json", r)
+    [path] = write_leaderboards([runs], tmp_path / "out")
+    text = path.read_text()
+    labels = sorted(cells(row)[2] for row in markdown_tables(text)[0][2:])
+    assert labels == ["ce", "ce (epochs=3)", "focal", "focal (epochs=3)", "focal (epochs=6)", "l1"]
+    assert "precision=" not in "".join(labels)
+    assert ("- settings that differ between models, the same for every row of a model: cnn epochs=3 "
+            "precision=fp32; mlp2 precision=bf16") in text

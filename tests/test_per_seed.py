@@ -70,6 +70,8 @@ def test_each_eval_seed_tunes_itself_with_the_same_lr_grid_for_every_loss(cli, t
     assert "P(beats ce)" in board and "P(loss > ce)" in board and "verdict" in board
     assert any(word in board for word in ("**better**", "**worse**", "**undecided**", "**equivalent within ±0.7 pp**"))
     assert "Each seed tuned its own values in its own study" in board and "## The search: what each row" in board
+    assert ("- tuned per seed: each eval seed ran its own study on its own validation split" in board
+            and "(tuning seeds 100, 101)" in board and "unchanged on every seed" not in board)
     assert "![the lr search: every tuning trial](cifar10-sample-search.png)" in board
     assert (tmp_path / "board" / "cifar10-sample-search.png").stat().st_size > 1000
     summary = json.loads((tmp_path / "board" / "summary-cifar10-sample.json").read_text())

@@ -122,7 +122,8 @@ class Group:
         self.settings = settings_of(first)
         self.seeds = [r["config"]["seed"] for r in self.records]
         self.several_seeds = len(self.seeds) >= 2  # a mean to rank and test; one run may be a lucky one
-        self.label_suffix = ""
+        self.label_suffix = ""  # the settings that tell this row from the other rows of its model
+        self.model_settings = ""  # settings every row of its model shares but other models do not
 
     @property
     def chance(self) -> float:
@@ -186,8 +187,21 @@ def group_records(records: list[dict]) -> dict[str, list[Group]]:
         group = Group(list(newest.values()))
         per_dataset[group.dataset].append(group)
     for groups in per_dataset.values():
-        varying = [i for i, name in enumerate(SETTINGS) if len({g.settings[i][1] for g in groups}) > 1]
-        for g in groups:
-            g.label_suffix = " ".join(f"{SETTINGS[i]}={g.settings[i][1]}" for i in varying
-                                      if g.settings[i][1] is not None)
+        label_settings(groups)
     return dict(per_dataset)
+
+
+def label_settings(groups: list[Group]) -> None:
+    """Name the settings that differ between a dataset's rows: in a row's label where they differ
+    between the rows of one model (the rows its verdicts compare), once per model where every row
+    of the model shares them (bf16 chosen for one model, fp32 for another)."""
+    def text(g: Group, indices) -> str:
+        return " ".join(f"{SETTINGS[i]}={g.settings[i][1]}" for i in indices if g.settings[i][1] is not None)
+
+    varying = [i for i in range(len(SETTINGS)) if len({g.settings[i][1] for g in groups}) > 1]
+    for model in {g.model for g in groups}:
+        rows = [g for g in groups if g.model == model]
+        within = [i for i in varying if len({g.settings[i][1] for g in rows}) > 1]
+        for g in rows:
+            g.label_suffix = text(g, within)
+            g.model_settings = text(g, [i for i in varying if i not in within])

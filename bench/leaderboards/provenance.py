@@ -5,13 +5,15 @@ from __future__ import annotations
 import platform
 from datetime import datetime, timezone
 
-from bench.leaderboards.collect import is_eval_record
+from bench.leaderboards.collect import is_eval_record, is_per_seed
 from bench.leaderboards.text import plural
 
 
-def provenance(records: list[dict], ran: list[dict], command: str) -> list[str]:
+def provenance(records: list[dict], ran: list[dict], command: str,
+               by_model: list[tuple[str, str]] = ()) -> list[str]:
     """Where and how the table's `records` were made; `ran` is every run behind it, tuning
-    trials and runs that did not complete included, for the machine time."""
+    trials and runs that did not complete included, for the machine time; `by_model`: the
+    settings each model's rows share and other models' do not ('precision=bf16')."""
     def values(path: tuple[str, str]) -> str:
         found = sorted({str(r.get(path[0], {}).get(path[1])) for r in records})
         return ", ".join(found)
@@ -27,18 +29,25 @@ def provenance(records: list[dict], ran: list[dict], command: str) -> list[str]:
         f"{max(r.get('finished', '') for r in records)}; table made "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.system()}",
     ]
-    budgets = sorted(
-        {
-            f"{t['trials']} trials of {t['epochs']} epochs"
-            + (f" on {t['limit_train']} training images" if t.get("limit_train") else "")
-            + f", objective {t['objective']}, pruner {t.get('pruner', 'hyperband')}, tuning seed {t['seed']}"
-            for r in records
-            if (t := r.get("tuning")) and t.get("study")
-        }
-    )
-    if budgets:
-        lines.append("- tuned per row on the validation split (test never seen), then the best values "
-                     "unchanged on every seed; tuning budget per row: " + "; ".join(budgets))
+    budgets: dict[tuple[bool, str], set[int]] = {}  # (per seed?, budget) -> tuning seeds
+    for r in records:
+        if (t := r.get("tuning")) and t.get("study"):
+            budget = (f"{t['trials']} trials of {t['epochs']} epochs"
+                      + (f" on {t['limit_train']} training images" if t.get("limit_train") else "")
+                      + f", objective {t['objective']}, pruner {t.get('pruner', 'hyperband')}")
+            budgets.setdefault((is_per_seed(r), budget), set()).add(t["seed"])
+    for per_seed in sorted({mode for mode, _ in budgets}):
+        each = "; ".join(f"{budget} (tuning seed{'' if len(seeds) == 1 else 's'} "
+                         f"{', '.join(map(str, sorted(seeds)))})"
+                         for (mode, budget), seeds in sorted(budgets.items()) if mode == per_seed)
+        lines.append("- tuned per seed: each eval seed ran its own study on its own validation split (test "
+                     f"never seen) and used its best values on that seed only; budget per study: {each}"
+                     if per_seed else
+                     "- tuned per row on the validation split (test never seen), then the best values "
+                     f"unchanged on every seed; budget per row: {each}")
+    if by_model:
+        lines.append("- settings that differ between models, the same for every row of a model: "
+                     + "; ".join(f"{model} {settings}" for model, settings in by_model))
     evals = [r for r in ran if is_eval_record(r)]
     return lines + [compute_line(evals, [r for r in ran if not is_eval_record(r)]),
                     f"- reproduce: `{command}`"]

@@ -147,7 +147,8 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
         for alt, key in FIGURES:
             if key in files:
                 lines += [f"![{alt}]({files[key]})", ""]
-        lines += provenance(dataset_records, ran, command)
+        by_model = sorted({(g.model, g.model_settings) for g in groups if g.model_settings})
+        lines += provenance(dataset_records, ran, command, by_model)
         if bad:
             lines += ["", "## Unreadable records (left out)", "", *[f"- {b}" for b in bad]]
         path = Path(f"{base}.md")
