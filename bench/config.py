@@ -32,15 +32,22 @@ STEMS = ("auto", "cifar", "imagenet")  # cifar: 3x3 stride-1 stem for small inpu
 EDGE_SHARE = 0.1  # a tuned lr in the outer tenth (log scale) of its search range sits at its edge
 
 
-def lr_edge_note(lr: float, lr_range) -> str:
-    """'' unless a tuned lr lies at the edge of the range searched, where a better one may lie beyond."""
+def lr_edge(lr: float, lr_range) -> str | None:
+    """'top' or 'bottom' where a tuned lr lies at that edge of the range searched, else None."""
     if not lr_range:
-        return ""
+        return None
     low, high = lr_range
     position = (math.log(lr) - math.log(low)) / (math.log(high) - math.log(low))
     if EDGE_SHARE <= position <= 1 - EDGE_SHARE:
+        return None
+    return "top" if position > 0.5 else "bottom"
+
+
+def lr_edge_note(lr: float, lr_range) -> str:
+    """'' unless a tuned lr lies at the edge of the range searched, where a better one may lie beyond."""
+    if not (side := lr_edge(lr, lr_range)):
         return ""
-    side = "top" if position > 0.5 else "bottom"
+    low, high = lr_range
     return (f"lr {lr:.3g} is at the {side} of its tuning range {low:g}–{high:g}: a better lr may lie beyond "
             "it")
 

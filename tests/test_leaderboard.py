@@ -306,6 +306,21 @@ def test_a_tuned_lr_at_the_edge_of_its_range_is_flagged(tmp_path):
     assert "; for l1(lr 0.47) the lr 0.47 is at the top of its tuning range 0.001–0.5: a better lr may lie beyond it" in text
     assert "for ce(lr 0.03) the" not in text
 
+    # tuned per seed: one phrase per row, how many of its studies chose an edge lr, and which
+    runs = tmp_path / "per-seed"
+    for seed, l1_lr in enumerate((0.47, 0.03, 0.48)):
+        for r in (tuned_record("ce", {"label_smoothing": 0.0}, seed, 0.60 + 0.01 * seed, 0.03, []),
+                  tuned_record("l1", {}, seed, 0.30 + 0.01 * seed, l1_lr, [])):
+            loss = r["config"]["loss"]
+            r["tuning"].update(lr_range=[0.001, 0.5], mode="per_seed", cell=f"cell-{loss}",
+                               study=f"tune-{loss}-seed{seed}", seed=100 + seed)
+            write_json_atomic(runs / r["run_id"] / "record.json", r)
+    [path] = write_leaderboards([runs], tmp_path / "out-per-seed")
+    text = path.read_text()
+    assert ("; for l1 (tuned per seed: lr 0.03–0.48) 2 of 3 studies chose an lr at the top of the tuning range "
+            "0.001–0.5 (0.47, 0.48): a better lr may lie beyond it") in text
+    assert text.count("may lie beyond") == 1
+
 
 def test_rows_split_by_the_newer_training_settings_and_show_tta_beside_plain_accuracy(tmp_path):
     """Runs that differ in flips (or translate, lookahead, momentum, tta) are two rows, not one row

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from bench.config import tuned_lr_note
+from bench.config import lr_edge, tuned_lr_note
 from bench.leaderboards.collect import CHANCE_MARGIN, Group
 from bench.leaderboards.compare import ALPHA, Comparison, rank_rows
 from bench.leaderboards.longtail import Shots, shot_accuracy
@@ -83,11 +83,27 @@ def answers(groups: list[Group], comparisons: list[Comparison], shots: Shots | N
             if g.search_tied:
                 head += f"; for {g.loss} every tuning trial tied: its search chose nothing"
         for g in mine:  # a row whose tuned lr sat at the edge of its range may be better than it looks
-            notes = {tuned_lr_note(r.get("tuning")) for r in g.records} - {""}
-            if notes:
-                head += f"; for {g.loss} the " + "; ".join(sorted(notes))
+            head += edge_note(g)
         lines.append(head)
     return lines
+
+
+def edge_note(g: Group) -> str:
+    """'; for ROW the lr ... is at the top of its tuning range ...' (one study), or how many of a
+    per-seed row's studies chose an lr at an edge, and which."""
+    notes = {tuned_lr_note(r.get("tuning")) for r in g.records} - {""}
+    if not g.per_seed:  # one study: one lr on every seed
+        return f"; for {g.loss} the " + "; ".join(sorted(notes)) if notes else ""
+    edges: dict[tuple[str, tuple[float, float]], list[float]] = {}
+    for r in g.records:
+        lr, lr_range = r["tuning"]["params"].get("lr"), r["tuning"].get("lr_range")
+        if lr is not None and (side := lr_edge(lr, lr_range)):
+            edges.setdefault((side, tuple(lr_range)), []).append(lr)
+    return "".join(
+        f"; for {g.loss} {len(lrs)} of {len(g.records)} studies chose an lr at the {side} of the tuning "
+        f"range {low:g}–{high:g} ({', '.join(f'{lr:.3g}' for lr in sorted(lrs))}): a better lr may lie "
+        "beyond it"
+        for (side, (low, high)), lrs in sorted(edges.items()))
 
 
 def per_seed_note(groups: list[Group]) -> str:
