@@ -91,8 +91,8 @@ def answers(groups: list[Group], comparisons: list[Comparison], shots: Shots | N
 def edge_note(g: Group) -> str:
     """'; for ROW the lr ... is at the top of its tuning range ...' (one study), or how many of a
     per-seed row's studies chose an lr at an edge, and which."""
-    notes = {tuned_lr_note(r.get("tuning")) for r in g.records} - {""}
     if not g.per_seed:  # one study: one lr on every seed
+        notes = {tuned_lr_note(r.get("tuning")) for r in g.records} - {""}
         return f"; for {g.loss} the " + "; ".join(sorted(notes)) if notes else ""
     edges: dict[tuple[str, tuple[float, float]], list[float]] = {}
     for r in g.records:

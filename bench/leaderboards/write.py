@@ -24,7 +24,7 @@ from bench.leaderboards.tables import (
     per_class_table,
     search_table,
 )
-from bench.leaderboards.text import markdown, slug
+from bench.leaderboards.text import markdown, plural, slug
 
 SECTIONS = (
     ("## Paired comparison against cross-entropy (same model, same seeds; Holm-corrected over this table)",
@@ -65,7 +65,7 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
         if not groups:  # nothing completed: still list what failed, never drop it silently
             trials = [r for r in records if r["dataset"]["name"] == dataset and not is_eval_record(r)]
             studies = {r["trial"].get("study") for r in trials}
-            tuning = (f" The tuning so far: {len(trials)} trial runs in {len(studies)} "
+            tuning = (f" The tuning so far: {plural(len(trials), 'trial run')} in {len(studies)} "
                       f"{'study' if len(studies) == 1 else 'studies'}; the table and the search figure "
                       "come with the first completed eval run." if trials else "")
             failed = incomplete_table(records, dataset)
