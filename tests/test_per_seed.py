@@ -4,6 +4,7 @@ states the margin, the verdicts, P(A > B) and the lr search figure."""
 
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import optuna
 import pytest
 
 from bench.experiment import load_experiment
+from bench.leaderboards.collect import chosen_on_grid
 from bench.stats import equivalence_p, probability_better
 from bench.tuning import lr_grid
 from test_study import STUDY, all_studies, kill_when, records, run_two_workers, trial_counts, write
@@ -53,6 +55,10 @@ def test_each_eval_seed_tunes_itself_with_the_same_lr_grid_for_every_loss(cli, t
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in grid)
         focal = "focal" in study.study_name
         assert all(t.params.get("gamma") == (2.0 if focal else None) for t in grid)  # the default, on the grid
+    by_name = {study.study_name: study for study in studies}
+    for r in evals:  # "best on the shared lr grid" agrees with the journal: the chosen trial was a grid trial
+        chosen = [t for t in by_name[r["tuning"]["study"]].trials if t.params == r["tuning"]["params"]]
+        assert chosen and chosen_on_grid(r["tuning"]) == bool(chosen[0].user_attrs.get("lr_grid"))
     trials = records(runs / "tuning" / "trials")
     assert {r["config"]["seed"] for r in trials} == {100, 101}  # tuning seeds, never an eval seed
     # each trial's own train/val partition: the tuning seed carves validation from train
@@ -70,12 +76,18 @@ def test_each_eval_seed_tunes_itself_with_the_same_lr_grid_for_every_loss(cli, t
     assert "P(beats ce)" in board and "P(loss > ce)" in board and "verdict" in board
     assert any(word in board for word in ("**better**", "**worse**", "**undecided**", "**equivalent within ±0.7 pp**"))
     assert "Each seed tuned its own values in its own study" in board and "## The search: what each row" in board
+    wins = {loss: sum(chosen_on_grid(r["tuning"]) for r in evals if r["config"]["loss"] == loss)
+            for loss in ("ce", "focal")}
+    assert "best on the shared lr grid" in board
+    assert all(re.search(rf"\| {loss} .*\| {n} of 2 ", board) for loss, n in wins.items()), board
     assert ("- tuned per seed: each eval seed ran its own study on its own validation split" in board
             and "(tuning seeds 100, 101)" in board and "unchanged on every seed" not in board)
     assert "![the lr search: every tuning trial](cifar10-sample-search.png)" in board
     assert (tmp_path / "board" / "cifar10-sample-search.png").stat().st_size > 1000
     summary = json.loads((tmp_path / "board" / "summary-cifar10-sample.json").read_text())
     assert summary["margin"] == pytest.approx(0.007) and len(summary["rows"]) == 2
+    assert sorted(t["on_lr_grid"] for row in summary["rows"] for t in row["tuned"]) == sorted(
+        chosen_on_grid(r["tuning"]) for r in evals)
     [comparison] = summary["comparisons_vs_ce"]
     focal = {r["config"]["seed"]: r["metrics"]["test"]["accuracy"] for r in evals if r["config"]["loss"] == "focal"}
     ce = {r["config"]["seed"]: r["metrics"]["test"]["accuracy"] for r in evals if r["config"]["loss"] == "ce"}

@@ -5,6 +5,7 @@ with its parameters, training settings), its seeds the records. `read_records` i
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -98,6 +99,15 @@ def settings_of(record: dict) -> tuple:
     tuned, config = tuned_keys(record), record["config"]
     # a record from before a setting existed ran at its default
     return tuple((k, None if k in tuned else config.get(k, RUN_SETTINGS[k].default)) for k in SETTINGS)
+
+
+def chosen_on_grid(tuning: dict | None) -> bool | None:
+    """Whether a study's chosen lr is a point of its shared lr grid (None: no grid). The grid's
+    trials run every loss at its default hyperparameters and the sampler's lrs are continuous, so
+    a chosen lr on the grid means a grid trial won and the sampler's own trials did not beat it."""
+    if not tuning or not tuning.get("lr_grid") or "lr" not in tuning.get("params", {}):
+        return None
+    return any(math.isclose(tuning["params"]["lr"], x, rel_tol=1e-9) for x in tuning["lr_grid"])
 
 
 def is_eval_record(record: dict) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.leaderboards.collect import Group, is_eval_record
+from bench.leaderboards.collect import Group, chosen_on_grid, is_eval_record
 from bench.leaderboards.compare import (
     ALPHA,
     UNRANKED,
@@ -49,7 +49,8 @@ def summary(dataset: str, groups: list[Group], comparisons: list[Comparison], an
             "search_tied": g.search_tied, "lr_min": min(lrs), "lr_max": max(lrs),
             "warnings": sorted({w for r in g.records for w in r.get("warnings", [])}),
             "tuned": [{"seed": r["config"]["seed"], **(r.get("tuning") or {}).get("params", {}),
-                       "lr_within_se": (r.get("tuning") or {}).get("lr_within_se")} for r in g.records]
+                       "lr_within_se": (r.get("tuning") or {}).get("lr_within_se"),
+                       "on_lr_grid": chosen_on_grid(r.get("tuning"))} for r in g.records]
             if g.tuning else None,
             **{metric: stats_of(g, metric) for metric in METRICS},
             "tta_accuracy": _stats(clipped(tta)) if tta else None,

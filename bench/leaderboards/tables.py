@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from bench.leaderboards.collect import Group, is_eval_record, record_loss_label
+from bench.leaderboards.collect import Group, chosen_on_grid, is_eval_record, record_loss_label
 from bench.leaderboards.compare import (
     ALPHA,
     UNRANKED,
@@ -75,7 +75,8 @@ def paired_table(comparisons: list[Comparison]) -> pd.DataFrame:
 def search_table(groups: list[Group]) -> pd.DataFrame:
     """Per tuned row, how decided its search was: the lr values its studies chose (per seed: the
     spread of re-tuning), the lr span within one standard error of each best trial (a wide one: the
-    objective is flat there), and how many studies ended in ties."""
+    objective is flat there), how many studies' best was a point of the shared lr grid (the rest:
+    a trial the sampler proposed after it), and how many studies ended in ties."""
     rows = []
     for g in sorted((g for g in groups if g.tuning and g.tuning.get("study")),
                     key=lambda g: (g.model, g.loss)):
@@ -94,11 +95,18 @@ def search_table(groups: list[Group]) -> pd.DataFrame:
                 "lr within 1 SE of the best (median factor)": "n/a"
                 if not spans
                 else f"x{float(pd.Series(spans).median()):.1f}",
+                "best on the shared lr grid": grid_wins(tunings),
                 "studies with ties at the best": sum(t.get("tied_with_best", 1) > 1 for t in tunings),
                 "studies all tied": sum(bool(t.get("all_tied")) for t in tunings),
             }
         )
     return pd.DataFrame(rows)
+
+
+def grid_wins(tunings) -> str:
+    """'k of n': the studies whose chosen lr is a point of their shared lr grid; 'n/a' without a grid."""
+    on_grid = [x for x in map(chosen_on_grid, tunings) if x is not None]
+    return f"{sum(on_grid)} of {len(on_grid)}" if on_grid else "n/a"
 
 
 def per_class_table(groups: list[Group]) -> pd.DataFrame:

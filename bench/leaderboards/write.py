@@ -31,7 +31,7 @@ SECTIONS = (
      "paired_vs_ce"),
     ("## The search: what each row's studies chose, and how decided they were (re-tuning spread: the "
      "chosen lr over seeds; a wide span within one standard error of the best: the objective is flat "
-     "there)",
+     "there; best on the shared lr grid: the studies the sampler's own trials did not improve)",
      "search"),
     ("## Per-class test accuracy (%, mean over seeds)", "per_class"),
     ("## Runs that did not complete", "incomplete"),
