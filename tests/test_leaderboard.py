@@ -409,3 +409,27 @@ def test_settings_a_model_shares_are_said_once_and_settings_within_a_model_label
     assert "precision=" not in "".join(labels)
     assert ("- settings that differ between models, the same for every row of a model: cnn epochs=3 "
             "precision=fp32; mlp2 precision=bf16") in text
+
+
+def test_a_precision_auto_chose_for_the_loss_is_compared_with_ce_and_said_but_a_chosen_one_is_not(tmp_path):
+    """`--precision auto` keeps fp32 for exponential while ce runs in bf16: that is how bench runs
+    the loss, so it is still compared with ce (the answer names the crossing); an fp32 the user set
+    for one loss is another setting, with no ce baseline of its own."""
+    runs = tmp_path / "runs"
+    cells = (("ce", "bf16", "auto: bf16, native on this CPU", 0.60),
+             ("exponential", "fp32", "auto: the loss is sensitive to bf16-rounded logits, so fp32", 0.55),
+             ("focal", "fp32", "", 0.58))
+    for loss, precision, reason, acc in cells:
+        for seed in (0, 1, 2):
+            r = fake_record("cnn", loss, {}, seed, acc + (0.0, 0.02, 0.01)[seed] * (loss != "ce") + 0.01 * seed * (
+                loss == "ce"))  # exponential - ce: -0.05, -0.04, -0.06
+            r["config"].update(precision=precision, precision_reason=reason)
+            write_json_atomic(runs / r["run_id"] / "record.json", r)
+    [path] = write_leaderboards([runs], tmp_path / "out")
+    text = path.read_text()
+    summary = json.loads((tmp_path / "out" / "summary-toy.json").read_text())
+    [compared] = summary["comparisons_vs_ce"]
+    assert compared["loss"].startswith("exponential") and compared["verdict"] == "worse"
+    assert compared["delta"] == pytest.approx(-0.05)
+    assert ("these comparisons include it: cnn exponential (fp32) against ce (bf16)." in text
+            and "focal (fp32)" not in text)

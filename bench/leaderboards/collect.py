@@ -101,6 +101,14 @@ def settings_of(record: dict) -> tuple:
     return tuple((k, None if k in tuned else config.get(k, RUN_SETTINGS[k].default)) for k in SETTINGS)
 
 
+def compared_settings(record: dict) -> tuple:
+    """The settings a loss is compared with ce under: its row's, except a precision that
+    `--precision auto` chose for the loss itself (fp32 where its values move under bf16-rounded
+    logits), which is part of running that loss, not a setting the user varied."""
+    auto = record["config"].get("precision_reason", "").startswith("auto")
+    return tuple((k, "auto" if k == "precision" and auto else v) for k, v in settings_of(record))
+
+
 def chosen_on_grid(tuning: dict | None) -> bool | None:
     """Whether a study's chosen lr is a point of its shared lr grid (None: no grid). The grid's
     trials run every loss at its default hyperparameters and the sampler's lrs are continuous, so
@@ -130,6 +138,7 @@ class Group:
         self.is_baseline = config["loss"] == "ce" and not any(
             v not in (None, 0, 0.0) for v in config["loss_params"].values())
         self.settings = settings_of(first)
+        self.compared_settings = compared_settings(first)
         self.seeds = [r["config"]["seed"] for r in self.records]
         self.several_seeds = len(self.seeds) >= 2  # a mean to rank and test; one run may be a lucky one
         self.label_suffix = ""  # the settings that tell this row from the other rows of its model

@@ -87,13 +87,27 @@ class Comparison:
         return "undecided"
 
 
+def precision_note(comparisons: list[Comparison]) -> str:
+    """The comparisons that cross precisions `--precision auto` chose per loss, said once."""
+    crossed = []
+    for c in comparisons:
+        mine, theirs = dict(c.group.settings)["precision"], dict(c.base.settings)["precision"]
+        if mine != theirs:
+            loss = c.group.loss.split(" ")[0].split("(")[0]
+            crossed.append(f"{c.group.model} {loss} ({mine}) against ce ({theirs})")
+    if not crossed:
+        return ""
+    return ("Precision: `--precision auto` chose it per loss, keeping fp32 for losses whose values move "
+            f"under bf16-rounded logits, so these comparisons include it: {'; '.join(sorted(crossed))}.")
+
+
 def comparisons_vs_ce(groups: list[Group], margin: float = MARGIN) -> list[Comparison]:
     """Every non-ce entry with a plain-ce baseline of the same model and settings; both the
     difference tests and the equivalence tests are Holm-corrected over the whole table."""
-    baselines = {(g.model, g.settings): g for g in groups if g.is_baseline}
+    baselines = {(g.model, g.compared_settings): g for g in groups if g.is_baseline}
     pairs = []
     for g in sorted(groups, key=lambda g: (g.model, g.loss)):
-        base = baselines.get((g.model, g.settings))
+        base = baselines.get((g.model, g.compared_settings))
         if base is None or g is base or not set(g.seeds) & set(base.seeds):
             continue
         mine, theirs = g.by_seed("accuracy"), base.by_seed("accuracy")

@@ -12,7 +12,7 @@ from bench.leaderboards.collect import (
     is_eval_record,
     superseded,
 )
-from bench.leaderboards.compare import ALPHA, MARGIN, comparisons_vs_ce
+from bench.leaderboards.compare import ALPHA, MARGIN, comparisons_vs_ce, precision_note
 from bench.leaderboards.figures import plots, search_plot, search_points
 from bench.leaderboards.formats import numeric_tables, summary
 from bench.leaderboards.longtail import shot_classes, shots_heading, shots_table
@@ -125,7 +125,8 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             f"the difference is separable (paired t-test, Holm over the table, at {ALPHA:g}); **equivalent "
             f"within ±{margin * 100:g} pp** where a paired equivalence test (TOST, Holm) shows the "
             "difference inside that practical margin; **undecided** otherwise. P(beats ce): the share of "
-            "paired seeds on which the loss scored higher (ties count half). " + per_seed_note(groups),
+            "paired seeds on which the loss scored higher (ties count half). " + per_seed_note(groups)
+            + (" " + precision_note(comparisons) if precision_note(comparisons) else ""),
             "",
             *answer_lines,
             "",
