@@ -93,7 +93,7 @@ def precision_note(comparisons: list[Comparison]) -> str:
     for c in comparisons:
         mine, theirs = dict(c.group.settings)["precision"], dict(c.base.settings)["precision"]
         if mine != theirs:
-            loss = c.group.loss.split(" ")[0].split("(")[0]
+            loss = c.group.records[0]["config"]["loss"]
             crossed.append(f"{c.group.model} {loss} ({mine}) against ce ({theirs})")
     if not crossed:
         return ""

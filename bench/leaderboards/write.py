@@ -125,8 +125,8 @@ def write_leaderboards(paths: list[Path], out: Path, fmt_: str = "markdown", com
             f"the difference is separable (paired t-test, Holm over the table, at {ALPHA:g}); **equivalent "
             f"within ±{margin * 100:g} pp** where a paired equivalence test (TOST, Holm) shows the "
             "difference inside that practical margin; **undecided** otherwise. P(beats ce): the share of "
-            "paired seeds on which the loss scored higher (ties count half). " + per_seed_note(groups)
-            + (" " + precision_note(comparisons) if precision_note(comparisons) else ""),
+            "paired seeds on which the loss scored higher (ties count half). "
+            + " ".join(note for note in (per_seed_note(groups), precision_note(comparisons)) if note),
             "",
             *answer_lines,
             "",
