@@ -322,6 +322,25 @@ def test_a_tuned_lr_at_the_edge_of_its_range_is_flagged(tmp_path):
     assert text.count("may lie beyond") == 1
 
 
+def test_tuned_values_near_one_keep_their_distance_from_one_and_one_lr_is_said_once(tmp_path):
+    """class-balanced beta is tuned as 1 - beta on a log scale: 0.99984 is not '1'. A row whose
+    studies all chose the same lr says so instead of showing a span of one value."""
+    runs = tmp_path / "runs"
+    for seed, beta in enumerate((0.999, 0.99984, 0.9)):
+        for r in (tuned_record("ce", {"label_smoothing": 0.0}, seed, 0.60 + 0.01 * seed, 0.03, []),
+                  tuned_record("class-balanced", {"beta": beta, "base": "focal", "gamma": 2.0}, seed,
+                               0.65 + 0.01 * seed, 0.02 + 0.01 * seed, ["beta"])):
+            loss = r["config"]["loss"]
+            r["tuning"].update(mode="per_seed", cell=f"cell-{loss}", study=f"tune-{loss}-seed{seed}",
+                               seed=100 + seed, lr_grid=[0.01, 0.1])
+            write_json_atomic(runs / r["run_id"] / "record.json", r)
+    [path] = write_leaderboards([runs], tmp_path / "out")
+    text = path.read_text()
+    assert "class-balanced(base=focal, gamma=2) (tuned per seed: lr 0.02–0.04, beta 0.9–0.99984)" in text
+    search = next(t for t in markdown_tables(text) if "chosen lr" in t[0])
+    assert [cells(row)[3] for row in search[2:]] == ["0.03 (every study)", "0.02–0.04 (x2.0)"]
+
+
 def test_rows_split_by_the_newer_training_settings_and_show_tta_beside_plain_accuracy(tmp_path):
     """Runs that differ in flips (or translate, lookahead, momentum, tta) are two rows, not one row
     whose seeds overwrite each other; a record from before those settings is a run at their defaults."""

@@ -45,6 +45,16 @@ def find_records(paths: list[Path]) -> tuple[list[dict], list[str]]:
     return [record for record, _ in found], bad
 
 
+def tuned_text(name: str, key: str, value: float) -> str:
+    """A tuned value to 3 digits; a value tuned as 1 - value on a log scale (class-balanced beta) to
+    3 digits of its distance from 1, so beta 0.99984 reads 0.99984, not 1."""
+    declared = LOSSES.get(name).params.get(key) if name in LOSSES else None
+    if declared is None or not declared.log_complement or not 0 < 1 - value < 1:
+        return f"{value:.3g}"
+    decimals = 2 - math.floor(math.log10(1 - value))
+    return f"{value:.{decimals}f}".rstrip("0").rstrip(".")
+
+
 def loss_label(name: str, params: dict, tuned=(), lr: float | None = None) -> str:
     """'focal(gamma=0.5)'; parameters that are off (None, or 0 by default and 0) are left out.
 
@@ -57,7 +67,7 @@ def loss_label(name: str, params: dict, tuned=(), lr: float | None = None) -> st
         if value is None or (value == default and default in (0, 0.0, None) and key not in tuned):
             continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = f"{value:.3g}" if key in tuned else f"{value:g}"
+            value = tuned_text(name, key, value) if key in tuned else f"{value:g}"
         shown.append(f"{key}={value}")
     if "lr" in tuned and lr is not None:
         shown.append(f"lr {lr:.3g}")
@@ -77,9 +87,8 @@ def per_seed_loss_label(records: list[dict]) -> str:
     spans = []
     for key in sorted(tuned, key=lambda k: (k != "lr", k)):
         values = [r["tuning"]["params"][key] for r in records if key in r["tuning"]["params"]]
-        spans.append(
-            f"{key} {min(values):.3g}" + (f"–{max(values):.3g}" if max(values) != min(values) else "")
-        )
+        low, high = (tuned_text(config["loss"], key, v) for v in (min(values), max(values)))
+        spans.append(f"{key} {low}" + (f"–{high}" if high != low else ""))
     label = loss_label(config["loss"], fixed)
     return f"{label} (tuned per seed: {', '.join(spans)})" if spans else label
 

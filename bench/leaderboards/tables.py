@@ -88,10 +88,7 @@ def search_table(groups: list[Group]) -> pd.DataFrame:
                 "model": g.model,
                 "loss": g.loss,
                 "studies": len(tunings),
-                "chosen lr": ""
-                if not chosen
-                else f"{min(chosen):.3g}"
-                + (f"–{max(chosen):.3g} (x{max(chosen) / min(chosen):.1f})" if len(chosen) > 1 else ""),
+                "chosen lr": chosen_lr_text(chosen),
                 "lr within 1 SE of the best (median factor)": "n/a"
                 if not spans
                 else f"x{float(pd.Series(spans).median()):.1f}",
@@ -101,6 +98,16 @@ def search_table(groups: list[Group]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def chosen_lr_text(chosen: list[float]) -> str:
+    """The lr a row's studies chose: '0.022–0.0317 (x1.4)', or '0.0224 (every study)'."""
+    if not chosen:
+        return ""
+    low, high = f"{min(chosen):.3g}", f"{max(chosen):.3g}"
+    if high == low:
+        return low + (" (every study)" if len(chosen) > 1 else "")
+    return f"{low}–{high} (x{max(chosen) / min(chosen):.1f})"
 
 
 def grid_wins(tunings) -> str:
