@@ -23,11 +23,14 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class Interrupted(Exception):
-    """Raised once a run has checkpointed after SIGINT / SIGTERM; exit code 128 + signal."""
+    """Raised once a run has checkpointed after SIGINT / SIGTERM; exit code 128 + signal.
+    `completed`: the signal came after the run's last training step, so the run finished and its
+    record is written as completed; the caller (a grid, a study) still stops."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, completed: bool = False) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.completed = completed
 
 
 class StopFlag:

@@ -477,8 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     except Interrupted as exc:
-        print(f"bench: stopped by {exc} after checkpointing; rerun with --resume to continue",
-              file=sys.stderr)
+        done = "after its run completed (record written)" if exc.completed else "after checkpointing"
+        print(f"bench: stopped by {exc} {done}; rerun with --resume to continue", file=sys.stderr)
         return ExitCode.signal(exc.signum)
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)

@@ -564,6 +564,8 @@ def _run(
         record["timing"]["wall_seconds"] = info["wall_seconds"]
         write_history_csv(folder / HISTORY_NAME, record["history"])
         write_json_atomic(folder / RECORD_NAME, record)
+    if stop:  # the signal came after the last step (validation, test): nothing to stop, but the caller stops
+        raise Interrupted(stop.signum, completed=True)
     return Outcome(record, folder / RECORD_NAME)
 
 

@@ -136,7 +136,10 @@ def test_a_shared_grid_started_again_resumes_the_point_a_signal_stopped(tmp_path
     import time
 
     out = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "bench", *GRID, "--storage", f"sqlite:///{tmp_path / 'grid.db'}", "--out", str(out)]
+    # 4 epochs: the signal must land in a training step of the first point (after its first
+    # checkpoint), so that the point has something to resume; a later one is in the next test
+    grid = [{"2": "4", "1500": "3000"}.get(a, a) for a in GRID]
+    cmd = [sys.executable, "-m", "bench", *grid, "--storage", f"sqlite:///{tmp_path / 'grid.db'}", "--out", str(out)]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not list(out.glob("*/checkpoint.pt")) and time.monotonic() < deadline:  # stopped inside a run
@@ -151,6 +154,36 @@ def test_a_shared_grid_started_again_resumes_the_point_a_signal_stopped(tmp_path
 
     resumed = [json.loads(p.read_text()) for p in out.glob("*/record.json")]
     assert any(r.get("resumed_from") for r in resumed), "the stopped point started over instead of resuming"
+
+
+def test_a_signal_after_the_last_step_completes_the_run_and_still_stops_the_grid(tmp_path):
+    """SIGINT during the last validation or the test pass has no step left to stop: the run completes
+    and is recorded, and then the caller stops (it used to run the rest of the grid, ignoring it)."""
+    import json
+    import os
+    import signal
+
+    from bench.checkpoint import Interrupted
+    from bench.config import RunConfig
+    from bench.grids import run_grid
+    from bench.report import QuietReporter
+
+    class SignalAtLastEpoch(QuietReporter):
+        def epoch(self, entry):
+            if entry["epoch"] == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # caught by the run's handler: a flag, no exception
+
+    configs = [RunConfig(model="cnn-tiny", loss=loss, dataset="cifar10-sample", epochs=2, limit_train=300,
+                         limit_test=100) for loss in ("ce", "focal")]
+    out = tmp_path / "runs"
+    with pytest.raises(Interrupted) as stopped:
+        run_grid(configs, out, SignalAtLastEpoch, log=lambda line: None)
+    assert stopped.value.completed and stopped.value.signum == signal.SIGINT
+    [record] = [json.loads(p.read_text()) for p in out.glob("*/record.json")]  # the second point never ran
+    assert record["status"] == "completed" and record["config"]["loss"] == "ce" and "test" in record["metrics"]
+    assert not list(out.glob("*/checkpoint.pt"))
+    tally = run_grid(configs, out, QuietReporter, log=lambda line: None)  # the next start: the rest
+    assert tally == {"skipped": 1, "completed": 1}
 
 
 def test_a_grid_refuses_a_journal_storage_before_running_anything(cli, tmp_path):
